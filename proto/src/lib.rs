@@ -1,0 +1,1 @@
+//! The gRPC contract between vls-proxy and the signer.
