@@ -1,1 +1,24 @@
-//! Protocol.
+//! Core Lightning's hsmd wire protocol, with no I/O runtime of its own.
+//!
+//! - [`msgs`]: every message of `hsmd_wire.csv` (and the status messages of fd 0) as a typed
+//!   struct, and the [`Message`] enum with `decode` / `encode`;
+//! - [`types`]: the strong field types and Core Lightning's composite encodings;
+//! - [`codec`]: the bounds-checked field reader and the [`codec::Wire`] trait;
+//! - [`frame`]: the 4-byte length prefix, read and written on blocking and tokio streams;
+//! - [`permissions`]: the `HSM_PERM_*` bits and which message needs which;
+//! - [`error`]: typed decode and encode errors;
+//! - [`json`]: JSON rendering of fields, for the decode tool and logs.
+
+#[cfg(test)]
+mod arb;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod json;
+pub mod msgs;
+pub mod permissions;
+pub mod types;
+
+pub use error::{DecodeError, DecodeErrorKind, EncodeError};
+pub use msgs::Message;
+pub use permissions::Permissions;
