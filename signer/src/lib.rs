@@ -1,1 +1,4 @@
 //! The remote signer.
+pub mod keys;
+pub mod secret;
+pub mod sign;
