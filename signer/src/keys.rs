@@ -325,7 +325,7 @@ impl KeyManager {
         }
         let base = Zeroizing::new(self.derive_secret(info));
         let mut sha = Sha256::new();
-        sha.update(base.as_ref());
+        sha.update(&base[..]);
         sha.update(tweakmessage);
         let key = tweak_add(self.node_secret, sha.finalize().into(), "bolt12 alias tweak")?;
         Ok(Keypair::from_secret_key(SECP256K1, &key))

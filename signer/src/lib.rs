@@ -1,4 +1,27 @@
-//! The remote signer.
+//! The remote signer: answers Core Lightning's hsmd requests exactly as its own hsmd does from
+//! the same secret, refuses what the operator's policy forbids, and keeps its state durable.
+//!
+//! - [`secret`]: the root secret and Core Lightning's `hsm_secret` file formats;
+//! - [`keys`]: every key, derived as Core Lightning derives it;
+//! - [`sign`]: signature primitives with Core Lightning's exact nonce choices;
+//! - [`handler`]: [`Signer::handle`], one request in, one reply out; `handlers/` holds one
+//!   function per request type;
+//! - [`policy`]: named rules, each enforced or warned;
+//! - [`store`]: durable per-channel state and the reply cache, in redb;
+//! - [`context`], [`error`]: who asks, and what can go wrong.
+
+pub mod context;
+pub mod error;
+pub mod handler;
+mod handlers;
 pub mod keys;
+pub mod policy;
 pub mod secret;
 pub mod sign;
+pub mod store;
+
+pub use context::{ChannelKey, ClientContext};
+pub use error::SignerError;
+pub use handler::{Signer, Session};
+pub use policy::Policy;
+pub use store::Store;

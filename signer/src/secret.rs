@@ -416,15 +416,15 @@ fn secretstream_decrypt_one(file: &[u8], key: &[u8; 32]) -> Option<Zeroizing<[u8
     let (tag_and_cipher, mac) = rest.split_at(1 + PLAIN_SECRET_LEN);
     // init_pull: the stream key is HChaCha20 of the first 16 header bytes; the nonce is a
     // 32-bit little-endian counter starting at 1, then the last 8 header bytes.
-    let subkey = Zeroizing::new(chacha20::hchacha::<chacha20::cipher::consts::U10>(
-        key.into(),
-        header[..16].into(),
-    ));
+    let mut derived = chacha20::hchacha::<chacha20::cipher::consts::U10>(key.into(), header[..16].into());
+    let mut subkey = Zeroizing::new([0u8; 32]);
+    subkey.copy_from_slice(&derived);
+    derived.as_mut_slice().zeroize();
     let mut nonce = [0u8; 12];
     nonce[0] = 1;
     nonce[4..].copy_from_slice(&header[16..]);
     let stream_at = |block: u64| {
-        let mut cipher = chacha20::ChaCha20::new(subkey.as_slice().into(), (&nonce).into());
+        let mut cipher = chacha20::ChaCha20::new((&*subkey).into(), (&nonce).into());
         cipher.seek(block * 64);
         cipher
     };
@@ -544,7 +544,7 @@ mod tests {
     fn encrypted_file_opens_with_passphrase() {
         let file = hex::decode(LEGACY_FILE).unwrap();
         let key = legacy_encryption_key(LEGACY_PASSPHRASE).unwrap();
-        assert_eq!(hex::encode(key.as_ref()), LEGACY_KEY);
+        assert_eq!(hex::encode(&key[..]), LEGACY_KEY);
         let secret = HsmSecret::from_file_bytes(&file, Some(LEGACY_PASSPHRASE)).unwrap();
         assert_eq!(hex::encode(secret.seed_bytes()), LEGACY_SECRET);
     }

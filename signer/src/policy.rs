@@ -1,0 +1,174 @@
+//! The operator's policy: named rules, each `enforce` (a violation is refused, nothing is
+//! signed) or `warn` (logged, then answered as Core Lightning's hsmd would).
+//!
+//! A policy file is TOML:
+//! ```toml
+//! default = "enforce"          # mode of rules not named below
+//! [rules]
+//! revoke-in-order = "warn"
+//! ```
+
+use crate::error::{Result, SignerError};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Every rule the signer checks, with what it protects.
+pub const RULES: &[(&str, &str)] = &[
+    ("permission", "a client may only send the requests its permissions allow"),
+    ("commitment-holder-not-revoked", "never sign a holder commitment that has been revoked"),
+    (
+        "commitment-number-monotonic",
+        "commitment numbers never go backwards, for either side",
+    ),
+    (
+        "revoke-in-order",
+        "holder commitments are revoked one after the other, each only once",
+    ),
+    (
+        "revoke-superseded-only",
+        "a per-commitment secret is revealed only once the next commitment was validated",
+    ),
+    (
+        "revocation-secret-matches",
+        "a revocation secret from the peer must match the point it gave for that commitment",
+    ),
+    (
+        "commitment-previous-revoked",
+        "the previous counterparty commitment is revoked before the next one is signed",
+    ),
+    ("channel-known", "channel signatures need a channel that was set up and not forgotten"),
+];
+
+/// What a rule does when it is violated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Refuse the request, naming the rule.
+    Enforce,
+    /// Log the violation and go on.
+    Warn,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+        })
+    }
+}
+
+/// A policy file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Not valid TOML for a policy.
+    #[error("invalid policy file: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A rule name the signer does not know (a typo would otherwise silently weaken policy).
+    #[error("unknown rule `{0}` in policy file")]
+    UnknownRule(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    default: Option<Mode>,
+    #[serde(default)]
+    rules: BTreeMap<String, Mode>,
+}
+
+/// The effective policy: a mode for every rule.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    modes: BTreeMap<&'static str, Mode>,
+}
+
+impl Policy {
+    /// Every rule enforced: the default for a real node.
+    pub fn enforcing() -> Policy {
+        Policy::all(Mode::Enforce)
+    }
+
+    /// Every rule in warn mode: Core Lightning's behaviour, with warnings in the log.
+    pub fn warn_only() -> Policy {
+        Policy::all(Mode::Warn)
+    }
+
+    fn all(mode: Mode) -> Policy {
+        Policy { modes: RULES.iter().map(|(n, _)| (*n, mode)).collect() }
+    }
+
+    /// The policy of a TOML file (see the module docs); rules not named take `default`
+    /// (enforce when absent).
+    pub fn from_toml(text: &str) -> std::result::Result<Policy, PolicyError> {
+        let f: PolicyFile = toml::from_str(text)?;
+        let mut p = Policy::all(f.default.unwrap_or(Mode::Enforce));
+        for (name, mode) in f.rules {
+            let Some((known, _)) = RULES.iter().find(|(n, _)| *n == name) else {
+                return Err(PolicyError::UnknownRule(name));
+            };
+            p.modes.insert(known, mode);
+        }
+        Ok(p)
+    }
+
+    /// The mode of `rule`.
+    pub fn mode(&self, rule: &str) -> Mode {
+        self.modes.get(rule).copied().unwrap_or(Mode::Enforce)
+    }
+
+    /// Checks `rule`: `ok` passes; otherwise in enforce mode it is a [`SignerError::Policy`]
+    /// naming the rule, and in warn mode a log line.
+    pub fn check(&self, rule: &'static str, ok: bool, detail: impl FnOnce() -> String) -> Result<()> {
+        if ok {
+            return Ok(());
+        }
+        let detail = detail();
+        match self.mode(rule) {
+            Mode::Enforce => {
+                log::warn!("policy {rule} refused: {detail}");
+                Err(SignerError::Policy { rule, detail })
+            }
+            Mode::Warn => {
+                log::warn!("policy {rule} (warn only) violated: {detail}");
+                Ok(())
+            }
+        }
+    }
+
+    /// The effective policy as TOML, for `signer policy show`.
+    pub fn to_toml(&self) -> String {
+        let mut s = String::from("[rules]\n");
+        for (name, desc) in RULES {
+            s.push_str(&format!("# {desc}\n{name} = \"{}\"\n", self.mode(name)));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_modes_and_unknown_rules() {
+        let p = Policy::from_toml("default = \"warn\"\n[rules]\nrevoke-in-order = \"enforce\"\n").unwrap();
+        assert_eq!(p.mode("revoke-in-order"), Mode::Enforce);
+        assert_eq!(p.mode("commitment-holder-not-revoked"), Mode::Warn);
+        assert!(matches!(
+            Policy::from_toml("[rules]\nrevoke-in-ordr = \"warn\"\n"),
+            Err(PolicyError::UnknownRule(_))
+        ));
+        assert!(Policy::from_toml("bogus = 1").is_err());
+        let back = Policy::from_toml(&p.to_toml()).unwrap();
+        assert_eq!(back.mode("revoke-in-order"), Mode::Enforce);
+    }
+
+    #[test]
+    fn enforce_refuses_and_warn_passes() {
+        let e = Policy::enforcing().check("revoke-in-order", false, || "x".into()).unwrap_err();
+        assert_eq!(e.rule(), Some("revoke-in-order"));
+        assert!(Policy::warn_only().check("revoke-in-order", false, || "x".into()).is_ok());
+    }
+}

@@ -1,0 +1,280 @@
+//! Durable state in redb: per-channel records, locked outpoints, and the reply cache that
+//! makes a repeated request get the same reply without moving state twice.
+//!
+//! One write transaction per state-changing request; the handler commits it before its reply
+//! leaves (see [`crate::Signer::handle`]). A commit that fails is an error reply, never a panic.
+
+use crate::context::ChannelKey;
+use crate::error::{Result, SignerError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const CHANNELS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("channels");
+const REPLIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("replies");
+const OUTPOINTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locked_outpoints");
+
+/// How many replies per client the cache keeps (request ids are increasing per proxy session;
+/// a repeat is always one of the most recent ones).
+const REPLIES_KEPT_PER_CLIENT: u64 = 256;
+
+/// What the signer remembers about one channel. Numbers only move forward.
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
+pub struct ChannelState {
+    /// The `hsmd_setup_channel` request that fixed the channel's parameters (encoded).
+    pub setup: Option<Vec<u8>>,
+    /// The highest holder commitment number whose counterparty signatures were validated.
+    pub holder_validated: Option<u64>,
+    /// Every holder commitment below this number has been revoked (its secret revealed).
+    pub holder_revoked_below: u64,
+    /// The highest counterparty commitment number we signed.
+    pub counterparty_signed: Option<u64>,
+    /// Every counterparty commitment below this number has been revoked to us.
+    pub counterparty_revoked_below: u64,
+    /// Per-commitment points the counterparty gave for its commitments we signed
+    /// (commitment number -> compressed point), pruned once revoked.
+    pub counterparty_points: BTreeMap<u64, Vec<u8>>,
+    /// Per-commitment secrets the counterparty revealed (commitment number -> secret), the
+    /// most recent ones (older ones are derivable from these with the shachain).
+    pub counterparty_secrets: BTreeMap<u64, Vec<u8>>,
+    /// Set by `forget_channel`: no more signatures for this channel.
+    pub forgotten: bool,
+}
+
+/// The signer's database.
+pub struct Store {
+    db: Database,
+    durable: bool,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`; every commit is flushed to disk.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = Database::create(path).map_err(storage)?;
+        let store = Store { db, durable: true };
+        store.init_tables()?;
+        Ok(store)
+    }
+
+    /// A database in memory, gone with the process: for tests and for measuring the cost of
+    /// durability. Never use it for a real node.
+    pub fn temporary() -> Result<Store> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(storage)?;
+        let store = Store { db, durable: false };
+        store.init_tables()?;
+        Ok(store)
+    }
+
+    fn init_tables(&self) -> Result<()> {
+        let txn = self.begin()?;
+        txn.inner.open_table(CHANNELS).map_err(storage)?;
+        txn.inner.open_table(REPLIES).map_err(storage)?;
+        txn.inner.open_table(OUTPOINTS).map_err(storage)?;
+        txn.commit()
+    }
+
+    /// Starts the write transaction of one request.
+    pub fn begin(&self) -> Result<Txn> {
+        let mut inner = self.db.begin_write().map_err(storage)?;
+        if !self.durable {
+            inner.set_durability(Durability::None).map_err(storage)?;
+        }
+        Ok(Txn { inner })
+    }
+
+    /// The state of a channel as last committed, without starting a write.
+    pub fn channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(CHANNELS).map_err(storage)?;
+        let v = table.get(&key.to_bytes()[..]).map_err(storage)?;
+        v.map(|v| decode_state(v.value())).transpose()
+    }
+
+    /// Every channel, for inspection.
+    pub fn channels(&self) -> Result<Vec<(ChannelKey, ChannelState)>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(CHANNELS).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            let k = k.value();
+            if k.len() != 41 {
+                return Err(SignerError::Storage("corrupt channel key".into()));
+            }
+            let mut peer = [0u8; 33];
+            peer.copy_from_slice(&k[..33]);
+            let mut dbid = [0u8; 8];
+            dbid.copy_from_slice(&k[33..]);
+            out.push((
+                ChannelKey {
+                    peer_id: protocol::types::NodeId::from_bytes(peer),
+                    dbid: u64::from_be_bytes(dbid),
+                },
+                decode_state(v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// One request's write transaction. Dropped without [`Txn::commit`], it changes nothing.
+pub struct Txn {
+    inner: redb::WriteTransaction,
+}
+
+impl Txn {
+    /// The channel's state as of this transaction.
+    pub fn channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>> {
+        let table = self.inner.open_table(CHANNELS).map_err(storage)?;
+        let v = table.get(&key.to_bytes()[..]).map_err(storage)?;
+        v.map(|v| decode_state(v.value())).transpose()
+    }
+
+    /// Replaces the channel's state.
+    pub fn put_channel(&mut self, key: &ChannelKey, state: &ChannelState) -> Result<()> {
+        let bytes = serde_json::to_vec(state).map_err(storage)?;
+        let mut table = self.inner.open_table(CHANNELS).map_err(storage)?;
+        table.insert(&key.to_bytes()[..], &bytes[..]).map_err(storage)?;
+        Ok(())
+    }
+
+    /// The reply already given to this client's request `request_id`, if the request was the
+    /// same (`request_hash`). A different request under a reused id is not a repeat.
+    pub fn cached_reply(
+        &self,
+        client: &ChannelKey,
+        request_id: u64,
+        request_hash: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>> {
+        let table = self.inner.open_table(REPLIES).map_err(storage)?;
+        let v = table.get(&reply_key(client, request_id)[..]).map_err(storage)?;
+        Ok(v.and_then(|v| {
+            let v = v.value();
+            (v.len() >= 32 && &v[..32] == request_hash).then(|| v[32..].to_vec())
+        }))
+    }
+
+    /// Remembers the reply to this client's request, and forgets its old ones.
+    pub fn put_reply(
+        &mut self,
+        client: &ChannelKey,
+        request_id: u64,
+        request_hash: &[u8; 32],
+        reply: &[u8],
+    ) -> Result<()> {
+        let mut table = self.inner.open_table(REPLIES).map_err(storage)?;
+        let mut v = request_hash.to_vec();
+        v.extend_from_slice(reply);
+        table.insert(&reply_key(client, request_id)[..], &v[..]).map_err(storage)?;
+        if request_id >= REPLIES_KEPT_PER_CLIENT {
+            let lo = reply_key(client, 0);
+            let hi = reply_key(client, request_id - REPLIES_KEPT_PER_CLIENT);
+            table.retain_in(&lo[..]..&hi[..], |_, _| false).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Records that a funding outpoint is locked to `channel`. Returns the channel it was
+    /// already locked to, if any.
+    pub fn lock_outpoint(
+        &mut self,
+        txid: &[u8; 32],
+        vout: u16,
+        channel: &ChannelKey,
+    ) -> Result<Option<ChannelKey>> {
+        let mut key = txid.to_vec();
+        key.extend_from_slice(&vout.to_be_bytes());
+        let mut table = self.inner.open_table(OUTPOINTS).map_err(storage)?;
+        let prev = table.get(&key[..]).map_err(storage)?.map(|v| v.value().to_vec());
+        if prev.is_none() {
+            table.insert(&key[..], &channel.to_bytes()[..]).map_err(storage)?;
+        }
+        Ok(prev.and_then(|p| {
+            (p.len() == 41).then(|| {
+                let mut peer = [0u8; 33];
+                peer.copy_from_slice(&p[..33]);
+                let mut dbid = [0u8; 8];
+                dbid.copy_from_slice(&p[33..]);
+                ChannelKey {
+                    peer_id: protocol::types::NodeId::from_bytes(peer),
+                    dbid: u64::from_be_bytes(dbid),
+                }
+            })
+        }))
+    }
+
+    /// Makes every change of this transaction durable (flushed to disk unless the store is
+    /// [`Store::temporary`]).
+    pub fn commit(self) -> Result<()> {
+        self.inner.commit().map_err(storage)
+    }
+}
+
+fn reply_key(client: &ChannelKey, request_id: u64) -> [u8; 49] {
+    let mut k = [0u8; 49];
+    k[..41].copy_from_slice(&client.to_bytes());
+    k[41..].copy_from_slice(&request_id.to_be_bytes());
+    k
+}
+
+fn decode_state(b: &[u8]) -> Result<ChannelState> {
+    serde_json::from_slice(b).map_err(|e| SignerError::Storage(format!("corrupt channel record: {e}")))
+}
+
+fn storage(e: impl std::fmt::Display) -> SignerError {
+    SignerError::Storage(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::types::NodeId;
+
+    fn key(d: u64) -> ChannelKey {
+        ChannelKey { peer_id: NodeId::from_bytes([2; 33]), dbid: d }
+    }
+
+    #[test]
+    fn uncommitted_changes_vanish_and_committed_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            let mut t = store.begin().unwrap();
+            let s = ChannelState { holder_revoked_below: 7, ..Default::default() };
+            t.put_channel(&key(1), &s).unwrap();
+            t.commit().unwrap();
+            let mut t = store.begin().unwrap();
+            t.put_channel(&key(2), &s).unwrap();
+            drop(t);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.channel(&key(1)).unwrap().unwrap().holder_revoked_below, 7);
+        assert!(store.channel(&key(2)).unwrap().is_none());
+        assert_eq!(store.channels().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn reply_cache_matches_request_and_prunes() {
+        let store = Store::temporary().unwrap();
+        let mut t = store.begin().unwrap();
+        for id in 0..300 {
+            t.put_reply(&key(1), id, &[1; 32], &[id as u8]).unwrap();
+        }
+        assert_eq!(t.cached_reply(&key(1), 299, &[1; 32]).unwrap(), Some(vec![43]));
+        assert_eq!(t.cached_reply(&key(1), 299, &[2; 32]).unwrap(), None);
+        assert_eq!(t.cached_reply(&key(1), 10, &[1; 32]).unwrap(), None);
+        assert_eq!(t.cached_reply(&key(2), 299, &[1; 32]).unwrap(), None);
+    }
+
+    #[test]
+    fn outpoint_locks_once() {
+        let store = Store::temporary().unwrap();
+        let mut t = store.begin().unwrap();
+        assert_eq!(t.lock_outpoint(&[9; 32], 1, &key(1)).unwrap(), None);
+        assert_eq!(t.lock_outpoint(&[9; 32], 1, &key(2)).unwrap(), Some(key(1)));
+    }
+}
