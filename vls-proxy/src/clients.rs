@@ -1,0 +1,217 @@
+//! The node's side: lightningd's fd 3 (the master client) and the client fds handed out by
+//! `hsmd_client_hsmfd`, each served on its own tokio task, strictly one request at a time
+//! as hsmd does.
+//!
+//! A bad request from a client is reported on the status channel and closes that client
+//! only; a bad request from the master, or a fatal error, stops the proxy as hsmd stops.
+
+use crate::fdpass::send_fd;
+use crate::router::{CallError, Router};
+use crate::status::Status;
+use proto::hsmd::HsmRequestContext;
+use protocol::frame::tokio_io;
+use protocol::msgs::{ClientHsmfd, InitReplyFailure};
+use protocol::types::NodeId;
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use tokio::net::UnixStream;
+use tokio::task::AbortHandle;
+
+/// Exit status after a `status_fail`, as Core Lightning's subdaemons exit
+/// (`0x80 | (0xFFF2 & 0xFF)`).
+pub const EXIT_STATUS_FAIL: i32 = 242;
+
+/// `status_fail` reason for the master's fault.
+const FAIL_MASTER_IO: u8 = 0;
+/// `status_fail` reason for an internal error.
+const FAIL_INTERNAL_ERROR: u8 = 3;
+
+/// Most clients served at once; lightningd has one per subdaemon per channel.
+pub const MAX_CLIENTS: usize = 65_536;
+/// Global (dbid 0) clients besides the master, as in Core Lightning.
+const MAX_GLOBAL_CLIENTS: usize = 2;
+
+/// Why the proxy stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Process exit status.
+    pub code: i32,
+    /// Why, for the log.
+    pub why: String,
+}
+
+struct ClientEntry {
+    dbid: u64,
+    task: AbortHandle,
+}
+
+/// Everything the client tasks share.
+pub struct Proxy {
+    router: Arc<Router>,
+    status: Arc<Status>,
+    clients: Mutex<HashMap<u64, ClientEntry>>,
+    next_client: std::sync::atomic::AtomicU64,
+    exit: tokio::sync::mpsc::UnboundedSender<Exit>,
+}
+
+impl Proxy {
+    /// A proxy routing through `router`, reporting on `status`, and sending its reason to
+    /// stop on `exit`.
+    pub fn new(
+        router: Arc<Router>,
+        status: Arc<Status>,
+        exit: tokio::sync::mpsc::UnboundedSender<Exit>,
+    ) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            router,
+            status,
+            clients: Mutex::new(HashMap::new()),
+            next_client: std::sync::atomic::AtomicU64::new(1),
+            exit,
+        })
+    }
+
+    /// How many clients (besides the master) are being served.
+    pub fn client_count(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    async fn fail(&self, reason: u8, desc: String) {
+        log::error!("stopping: {desc}");
+        self.status.fail(reason, &desc).await;
+        let _ = self.exit.send(Exit { code: EXIT_STATUS_FAIL, why: desc });
+    }
+
+    /// Serves lightningd's fd 3 until EOF (a clean stop) or a fatal error.
+    pub async fn serve_master(self: Arc<Self>, mut sock: UnixStream) {
+        loop {
+            let msg = match tokio_io::read(&mut sock).await {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    let _ = self.exit.send(Exit { code: 0, why: "lightningd closed fd 3".into() });
+                    return;
+                }
+                Err(e) => {
+                    return self.fail(FAIL_MASTER_IO, format!("reading from lightningd: {e}")).await
+                }
+            };
+            let reply = match self.router.call(None, msg.clone()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let (reason, desc) = master_failure(&msg, &e);
+                    return self.fail(reason, desc).await;
+                }
+            };
+            self.router.metrics.done();
+            if let Err(e) = tokio_io::write(&mut sock, &reply).await {
+                return self.fail(FAIL_MASTER_IO, format!("writing to lightningd: {e}")).await;
+            }
+            if let Ok(failure) = InitReplyFailure::decode(&reply) {
+                let why = failure.error_message.to_string_lossy();
+                return self.fail(FAIL_INTERNAL_ERROR, format!("hsmd_init failed: {why}")).await;
+            }
+            if let Ok(req) = ClientHsmfd::decode(&msg) {
+                if let Err(desc) = self.new_client(&sock, req).await {
+                    return self.fail(FAIL_INTERNAL_ERROR, desc).await;
+                }
+            }
+        }
+    }
+
+    /// Creates the client lightningd asked for and passes its fd.
+    async fn new_client(self: &Arc<Self>, master: &UnixStream, req: ClientHsmfd) -> Result<(), String> {
+        let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let id = self.next_client.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            if clients.len() >= MAX_CLIENTS {
+                return Err(format!("too many clients ({MAX_CLIENTS})"));
+            }
+            if req.dbid == 0 {
+                let global = clients.values().filter(|c| c.dbid == 0).count();
+                if global >= MAX_GLOBAL_CLIENTS {
+                    return Err(format!(
+                        "a {}th global client was asked for; at most {MAX_GLOBAL_CLIENTS} exist",
+                        global + 1
+                    ));
+                }
+            } else {
+                // A new client for the same channel replaces the old one.
+                let old: Vec<u64> =
+                    clients.iter().filter(|(_, c)| c.dbid == req.dbid).map(|(k, _)| *k).collect();
+                for k in old {
+                    if let Some(c) = clients.remove(&k) {
+                        log::info!("client for dbid {} replaced", req.dbid);
+                        c.task.abort();
+                    }
+                }
+            }
+            let ctx = HsmRequestContext {
+                peer_id: req.id.as_bytes().to_vec(),
+                dbid: req.dbid,
+                capabilities: req.permissions,
+            };
+            let task = tokio::spawn(self.clone().serve_client(id, req.id, ctx, ours));
+            clients.insert(id, ClientEntry { dbid: req.dbid, task: task.abort_handle() });
+        }
+        send_fd(master, theirs.as_raw_fd()).await.map_err(|e| format!("passing client fd: {e}"))?;
+        Ok(())
+    }
+
+    /// Serves one client until it closes, sends a bad request, or is replaced.
+    async fn serve_client(
+        self: Arc<Self>,
+        id: u64,
+        peer: NodeId,
+        ctx: HsmRequestContext,
+        mut sock: UnixStream,
+    ) {
+        loop {
+            let msg = match tokio_io::read(&mut sock).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("client {id} (dbid {}): {e}", ctx.dbid);
+                    break;
+                }
+            };
+            match self.router.call(Some(ctx.clone()), msg.clone()).await {
+                Ok(reply) => {
+                    self.router.metrics.done();
+                    if tokio_io::write(&mut sock, &reply).await.is_err() {
+                        break;
+                    }
+                }
+                Err(CallError::Refused { fatal: Some(reason), description }) => {
+                    self.router.metrics.done();
+                    self.fail(reason, description).await;
+                    break;
+                }
+                Err(e) => {
+                    self.router.metrics.done();
+                    let desc = match &e {
+                        CallError::Refused { description, .. } => description.clone(),
+                        other => other.to_string(),
+                    };
+                    log::warn!("client {id} (dbid {}) bad request: {desc}", ctx.dbid);
+                    self.status.bad_request(peer, &desc, &msg).await;
+                    break;
+                }
+            }
+        }
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+}
+
+/// The `status_fail` for a master request the signer refused.
+fn master_failure(msg: &[u8], e: &CallError) -> (u8, String) {
+    let t = msg.get(..2).map_or(u32::MAX, |b| u32::from(u16::from_be_bytes([b[0], b[1]])));
+    match e {
+        CallError::Refused { fatal: Some(reason), description } => (*reason, description.clone()),
+        CallError::Refused { description, .. } => {
+            (FAIL_MASTER_IO, format!("Error parsing {t}: {}: {description}", hex::encode(msg)))
+        }
+        other => (FAIL_INTERNAL_ERROR, format!("request {t} failed: {other}")),
+    }
+}
