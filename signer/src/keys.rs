@@ -32,6 +32,8 @@ pub mod channel;
 pub(crate) mod corpus;
 #[cfg(test)]
 mod corpus_tests;
+#[cfg(test)]
+mod vls_recorded_tests;
 
 pub use channel::{ChannelBasepoints, ChannelSecrets};
 
@@ -118,7 +120,8 @@ impl Bip32Version {
 ///
 /// Guarantees: each method returns the key Core Lightning's hsmd would use for the same
 /// secret and arguments, the same value every time (nothing here has state); it derives no
-/// `Debug` (its `Debug` shows only the node id), and its secrets are wiped on drop.
+/// `Debug` (its `Debug` shows only the node id), and it erases its secrets on drop (best
+/// effort for secp256k1 keys, which are `Copy`: copies handed out are the caller's to erase).
 pub struct KeyManager {
     kind: HsmSecretKind,
     node_secret: SecretKey,
@@ -166,12 +169,14 @@ impl KeyManager {
         let first32 = &whole[..32];
         let network = version.network_kind();
 
-        let node_secret = first_valid(|salt, out| hkdf(out, salt, first32, b"nodeid"), |k| {
-            SecretKey::from_slice(k).ok()
-        });
-        let master = first_valid(|salt, out| hkdf(out, salt, whole, b"bip32 seed"), |seed| {
-            Xpriv::new_master(network, seed).ok()
-        });
+        let node_secret = first_valid(
+            |salt, out| hkdf(out, salt, first32, b"nodeid"),
+            |k| SecretKey::from_slice(k).ok(),
+        );
+        let mut master = first_valid(
+            |salt, out| hkdf(out, salt, whole, b"bip32 seed"),
+            |seed| Xpriv::new_master(network, seed).ok(),
+        );
         let bip32_base = master
             .derive_priv(SECP256K1, &[normal(0), normal(0)])
             .map_err(|_| KeyError::Unusable("BIP32 m/0/0"))?;
@@ -181,13 +186,17 @@ impl KeyManager {
             .private_key;
         let bip86_base = if secret.kind().is_mnemonic() {
             let bip86_path = [hardened(BIP86_PURPOSE), hardened(0), hardened(0)];
-            let base = Xpriv::new_master(network, whole)
-                .and_then(|m| m.derive_priv(SECP256K1, &bip86_path))
-                .map_err(|_| KeyError::Unusable("BIP86 m/86'/0'/0'"))?;
-            Some(base)
+            let unusable = |_| KeyError::Unusable("BIP86 m/86'/0'/0'");
+            let mut master86 = Xpriv::new_master(network, whole).map_err(unusable)?;
+            let base = master86
+                .derive_priv(SECP256K1, &bip86_path)
+                .map_err(unusable);
+            master86.private_key.non_secure_erase();
+            Some(base?)
         } else {
             None
         };
+        master.private_key.non_secure_erase();
         let mut derived_secret = Zeroizing::new([0u8; 32]);
         hkdf(derived_secret.as_mut(), &[], whole, b"derived secrets");
         let mut channel_seed_base = Zeroizing::new([0u8; 32]);
@@ -247,7 +256,8 @@ impl KeyManager {
     /// # Errors
     /// [`KeyError::IndexTooGreat`] for `index` >= 2^31.
     pub fn wallet_key(&self, index: u32) -> Result<SecretKey, KeyError> {
-        let child = ChildNumber::from_normal_idx(index).map_err(|_| KeyError::IndexTooGreat(index))?;
+        let child =
+            ChildNumber::from_normal_idx(index).map_err(|_| KeyError::IndexTooGreat(index))?;
         self.bip32_base
             .derive_priv(SECP256K1, &[child])
             .map(|k| k.private_key)
@@ -258,7 +268,9 @@ impl KeyManager {
     /// version bytes of the init request), for the `bip86_base` TLV of `hsmd_init_reply_v4`.
     /// `None` unless the root secret is a mnemonic.
     pub fn bip86_base_xpub(&self) -> Option<Xpub> {
-        self.bip86_base.as_ref().map(|base| Xpub::from_priv(SECP256K1, base))
+        self.bip86_base
+            .as_ref()
+            .map(|base| Xpub::from_priv(SECP256K1, base))
     }
 
     /// The BIP86 key m/86'/0'/0'/0/`index` (untweaked; what `check_bip86_pubkey` checks).
@@ -268,7 +280,8 @@ impl KeyManager {
     /// for `index` >= 2^31.
     pub fn bip86_key(&self, index: u32) -> Result<SecretKey, KeyError> {
         let base = self.bip86_base.as_ref().ok_or(KeyError::NoBip86)?;
-        let child = ChildNumber::from_normal_idx(index).map_err(|_| KeyError::IndexTooGreat(index))?;
+        let child =
+            ChildNumber::from_normal_idx(index).map_err(|_| KeyError::IndexTooGreat(index))?;
         base.derive_priv(SECP256K1, &[normal(0), child])
             .map(|k| k.private_key)
             .map_err(|_| KeyError::Unusable("BIP86 key"))
@@ -310,7 +323,11 @@ impl KeyManager {
         let mut sha = Sha256::new();
         sha.update(self.bolt12_base_pubkey().serialize());
         sha.update(publictweak);
-        let key = tweak_add(self.bolt12_base, sha.finalize().into(), "bolt12 payer tweak")?;
+        let key = tweak_add(
+            self.bolt12_base,
+            sha.finalize().into(),
+            "bolt12 payer tweak",
+        )?;
         Ok(Keypair::from_secret_key(SECP256K1, &key))
     }
 
@@ -319,7 +336,11 @@ impl KeyManager {
     ///
     /// # Errors
     /// [`KeyError::Unusable`] if the tweak is out of range or cancels the key.
-    pub fn bolt12_alias_keypair(&self, info: &[u8], tweakmessage: &[u8]) -> Result<Keypair, KeyError> {
+    pub fn bolt12_alias_keypair(
+        &self,
+        info: &[u8],
+        tweakmessage: &[u8],
+    ) -> Result<Keypair, KeyError> {
         if tweakmessage.is_empty() {
             return Ok(self.node_keypair());
         }
@@ -327,7 +348,11 @@ impl KeyManager {
         let mut sha = Sha256::new();
         sha.update(&base[..]);
         sha.update(tweakmessage);
-        let key = tweak_add(self.node_secret, sha.finalize().into(), "bolt12 alias tweak")?;
+        let key = tweak_add(
+            self.node_secret,
+            sha.finalize().into(),
+            "bolt12 alias tweak",
+        )?;
         Ok(Keypair::from_secret_key(SECP256K1, &key))
     }
 
@@ -345,7 +370,12 @@ impl KeyManager {
         salt[..33].copy_from_slice(peer_id);
         salt[33..].copy_from_slice(&dbid.to_le_bytes());
         let mut seed = Zeroizing::new([0u8; 32]);
-        hkdf(seed.as_mut(), &salt, self.channel_seed_base.as_ref(), b"per-peer seed");
+        hkdf(
+            seed.as_mut(),
+            &salt,
+            self.channel_seed_base.as_ref(),
+            b"per-peer seed",
+        );
         seed
     }
 
@@ -354,7 +384,11 @@ impl KeyManager {
     ///
     /// # Errors
     /// [`KeyError::Unusable`] if a derived secret is not a valid key (probability ~2^-126).
-    pub fn channel_secrets(&self, peer_id: &[u8; 33], dbid: u64) -> Result<ChannelSecrets, KeyError> {
+    pub fn channel_secrets(
+        &self,
+        peer_id: &[u8; 33],
+        dbid: u64,
+    ) -> Result<ChannelSecrets, KeyError> {
         ChannelSecrets::from_seed(&self.channel_seed(peer_id, dbid))
     }
 
@@ -396,12 +430,18 @@ fn first_valid<T>(derive: impl Fn(&[u8], &mut [u8]), accept: impl Fn(&[u8]) -> O
         if let Some(value) = accept(out.as_ref()) {
             return value;
         }
-        salt = salt.checked_add(1).expect("2^32 invalid keys in a row cannot happen");
+        salt = salt
+            .checked_add(1)
+            .expect("2^32 invalid keys in a row cannot happen");
     }
 }
 
 /// `key + tweak`, with the tweak as a big-endian scalar.
-pub(crate) fn tweak_add(key: SecretKey, tweak: [u8; 32], what: &'static str) -> Result<SecretKey, KeyError> {
+pub(crate) fn tweak_add(
+    key: SecretKey,
+    tweak: [u8; 32],
+    what: &'static str,
+) -> Result<SecretKey, KeyError> {
     let tweak = Scalar::from_be_bytes(tweak).map_err(|_| KeyError::Unusable(what))?;
     key.add_tweak(&tweak).map_err(|_| KeyError::Unusable(what))
 }
@@ -444,9 +484,18 @@ mod tests {
     fn xpub_version_bytes_follow_the_request() {
         let main = KeyManager::new(&plain(1), Bip32Version::Mainnet).unwrap();
         let test = KeyManager::new(&plain(1), Bip32Version::Testnet).unwrap();
-        assert_eq!(main.bip32_base_xpub().encode()[..4], BIP32_MAINNET_PUBLIC.to_be_bytes());
-        assert_eq!(test.bip32_base_xpub().encode()[..4], BIP32_TESTNET_PUBLIC.to_be_bytes());
-        assert_eq!(main.bip32_base_xpub().encode()[4..], test.bip32_base_xpub().encode()[4..]);
+        assert_eq!(
+            main.bip32_base_xpub().encode()[..4],
+            BIP32_MAINNET_PUBLIC.to_be_bytes()
+        );
+        assert_eq!(
+            test.bip32_base_xpub().encode()[..4],
+            BIP32_TESTNET_PUBLIC.to_be_bytes()
+        );
+        assert_eq!(
+            main.bip32_base_xpub().encode()[4..],
+            test.bip32_base_xpub().encode()[4..]
+        );
         assert_eq!(main.node_id(), test.node_id());
     }
 
@@ -454,8 +503,14 @@ mod tests {
     fn hardened_wallet_index_is_refused() {
         let keys = KeyManager::new(&plain(2), Bip32Version::Testnet).unwrap();
         assert!(keys.wallet_key((1 << 31) - 1).is_ok());
-        assert_eq!(keys.wallet_key(1 << 31), Err(KeyError::IndexTooGreat(1 << 31)));
-        assert_eq!(keys.wallet_utxo_key(u32::MAX), Err(KeyError::IndexTooGreat(u32::MAX)));
+        assert_eq!(
+            keys.wallet_key(1 << 31),
+            Err(KeyError::IndexTooGreat(1 << 31))
+        );
+        assert_eq!(
+            keys.wallet_utxo_key(u32::MAX),
+            Err(KeyError::IndexTooGreat(u32::MAX))
+        );
     }
 
     #[test]
@@ -470,16 +525,33 @@ mod tests {
     fn empty_bolt12_tweaks_mean_the_node_key() {
         let keys = KeyManager::new(&plain(4), Bip32Version::Testnet).unwrap();
         assert_eq!(keys.bolt12_payer_keypair(&[]).unwrap(), keys.node_keypair());
-        assert_eq!(keys.bolt12_alias_keypair(b"info", &[]).unwrap(), keys.node_keypair());
-        assert_ne!(keys.bolt12_payer_keypair(b"x").unwrap(), keys.node_keypair());
-        assert_ne!(keys.bolt12_alias_keypair(b"info", b"x").unwrap(), keys.node_keypair());
+        assert_eq!(
+            keys.bolt12_alias_keypair(b"info", &[]).unwrap(),
+            keys.node_keypair()
+        );
+        assert_ne!(
+            keys.bolt12_payer_keypair(b"x").unwrap(),
+            keys.node_keypair()
+        );
+        assert_ne!(
+            keys.bolt12_alias_keypair(b"info", b"x").unwrap(),
+            keys.node_keypair()
+        );
     }
 
     #[test]
     fn debug_shows_no_secret() {
         let keys = KeyManager::new(&plain(5), Bip32Version::Testnet).unwrap();
         let shown = format!("{keys:?}");
-        assert!(shown.contains(&keys.node_id().to_string()));
-        assert!(!shown.contains(&hex::encode(keys.node_secret_key().secret_bytes())));
+        for secret in [
+            keys.node_secret_key(),
+            keys.bolt12_base_key(),
+            &keys.bip32_base().private_key,
+        ] {
+            assert!(
+                !shown.contains(&hex::encode(secret.secret_bytes())),
+                "{shown}"
+            );
+        }
     }
 }

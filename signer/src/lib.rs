@@ -8,14 +8,18 @@
 //!   function per request type;
 //! - [`policy`]: named rules, each enforced or warned;
 //! - [`store`]: durable per-channel state and the reply cache, in redb;
+//! - [`bolt3`]: the funding script and the counterparty's per-commitment secret storage;
 //! - [`context`], [`error`]: who asks, and what can go wrong.
 
+pub mod bolt3;
 pub mod context;
 pub mod error;
 pub mod handler;
 mod handlers;
 pub mod keys;
+pub mod limits;
 pub mod policy;
+mod psbt_sign;
 pub mod secret;
 pub mod sign;
 pub mod store;

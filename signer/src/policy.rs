@@ -9,6 +9,7 @@
 //! ```
 
 use crate::error::{Result, SignerError};
+pub use crate::limits::Limits;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -76,12 +77,16 @@ struct PolicyFile {
     default: Option<Mode>,
     #[serde(default)]
     rules: BTreeMap<String, Mode>,
+    #[serde(default)]
+    limits: Limits,
 }
 
 /// The effective policy: a mode for every rule.
 #[derive(Clone, Debug)]
 pub struct Policy {
     modes: BTreeMap<&'static str, Mode>,
+    /// The numbers the rules compare against.
+    pub limits: Limits,
 }
 
 impl Policy {
@@ -96,7 +101,7 @@ impl Policy {
     }
 
     fn all(mode: Mode) -> Policy {
-        Policy { modes: RULES.iter().map(|(n, _)| (*n, mode)).collect() }
+        Policy { modes: RULES.iter().map(|(n, _)| (*n, mode)).collect(), limits: Limits::default() }
     }
 
     /// The policy of a TOML file (see the module docs); rules not named take `default`
@@ -104,6 +109,7 @@ impl Policy {
     pub fn from_toml(text: &str) -> std::result::Result<Policy, PolicyError> {
         let f: PolicyFile = toml::from_str(text)?;
         let mut p = Policy::all(f.default.unwrap_or(Mode::Enforce));
+        p.limits = f.limits;
         for (name, mode) in f.rules {
             let Some((known, _)) = RULES.iter().find(|(n, _)| *n == name) else {
                 return Err(PolicyError::UnknownRule(name));
@@ -143,6 +149,8 @@ impl Policy {
         for (name, desc) in RULES {
             s.push_str(&format!("# {desc}\n{name} = \"{}\"\n", self.mode(name)));
         }
+        s.push_str("\n[limits]\n");
+        s.push_str(&toml::to_string(&self.limits).unwrap_or_default());
         s
     }
 }

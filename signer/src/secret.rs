@@ -26,31 +26,23 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bitcoin::secp256k1::rand::{thread_rng, RngCore};
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use poly1305::universal_hash::KeyInit;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
+mod legacy;
+
+pub use legacy::legacy_encryption_key;
+
 /// Length of a plain `hsm_secret` file, and of every 32-byte root secret.
 pub const PLAIN_SECRET_LEN: usize = 32;
 /// Length of a legacy encrypted `hsm_secret` file: header (24) + secret (32) + tag and MAC (17).
-pub const ENCRYPTED_FILE_LEN: usize = SECRETSTREAM_HEADER_LEN + PLAIN_SECRET_LEN + SECRETSTREAM_ABYTES;
+pub const ENCRYPTED_FILE_LEN: usize = legacy::HEADER_LEN + PLAIN_SECRET_LEN + legacy::ABYTES;
 /// Length of the passphrase check that starts a mnemonic-format `hsm_secret` file.
 pub const PASSPHRASE_CHECK_LEN: usize = 32;
 /// Length of a BIP39 seed: the root secret of a mnemonic-format `hsm_secret`.
 pub const BIP39_SEED_LEN: usize = 64;
 
-/// libsodium `crypto_secretstream_xchacha20poly1305_HEADERBYTES`.
-const SECRETSTREAM_HEADER_LEN: usize = 24;
-/// libsodium `crypto_secretstream_xchacha20poly1305_ABYTES`: one tag byte and a 16-byte MAC.
-const SECRETSTREAM_ABYTES: usize = 17;
-/// The argon2 salt Core Lightning uses for the legacy encryption key.
-const LEGACY_SALT: &[u8; 16] = b"c-lightning\0\0\0\0\0";
-/// libsodium `crypto_pwhash_argon2id_OPSLIMIT_MODERATE`.
-const LEGACY_ARGON2_PASSES: u32 = 3;
-/// libsodium `crypto_pwhash_argon2id_MEMLIMIT_MODERATE` (256 MiB), in KiB as argon2 counts.
-const LEGACY_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
 /// PBKDF2 rounds of a BIP39 seed.
 const BIP39_PBKDF2_ROUNDS: u32 = 2048;
 /// Entropy of a newly generated mnemonic: 16 bytes, 12 words, as Core Lightning creates them.
@@ -87,7 +79,10 @@ impl HsmSecretKind {
 
     /// Whether the root secret is a 64-byte BIP39 seed (and the wallet uses BIP86 keys).
     pub fn is_mnemonic(self) -> bool {
-        matches!(self, HsmSecretKind::Mnemonic | HsmSecretKind::MnemonicWithPassphrase)
+        matches!(
+            self,
+            HsmSecretKind::Mnemonic | HsmSecretKind::MnemonicWithPassphrase
+        )
     }
 }
 
@@ -120,9 +115,6 @@ pub enum SecretError {
     /// spaces.
     #[error("hsm_secret does not hold a valid English BIP39 mnemonic")]
     InvalidMnemonic,
-    /// The legacy encrypted format is not available (reserved; this build decrypts it).
-    #[error("legacy encrypted hsm_secret is not supported")]
-    EncryptedUnsupported,
     /// A secret that was decrypted from the legacy format cannot be written back (that would
     /// store it unencrypted, or need the passphrase again).
     #[error("an hsm_secret decrypted from the legacy encrypted format cannot be written back")]
@@ -162,7 +154,9 @@ pub struct HsmSecret {
 
 impl fmt::Debug for HsmSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HsmSecret").field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("HsmSecret")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,7 +166,11 @@ impl HsmSecret {
         let mut bytes = bytes;
         let seed = Zeroizing::new(bytes.to_vec());
         bytes.zeroize();
-        HsmSecret { kind: HsmSecretKind::Plain, seed, mnemonic: None }
+        HsmSecret {
+            kind: HsmSecretKind::Plain,
+            seed,
+            mnemonic: None,
+        }
     }
 
     /// A mnemonic secret from its words (English, single spaces, as the file holds them) and
@@ -191,7 +189,11 @@ impl HsmSecret {
             None => HsmSecretKind::Mnemonic,
             Some(_) => HsmSecretKind::MnemonicWithPassphrase,
         };
-        Ok(HsmSecret { kind, seed, mnemonic: Some(mnemonic) })
+        Ok(HsmSecret {
+            kind,
+            seed,
+            mnemonic: Some(mnemonic),
+        })
     }
 
     /// Reads the contents of an `hsm_secret` file, exactly as Core Lightning's hsmd does.
@@ -205,7 +207,10 @@ impl HsmSecret {
     /// [`SecretError::PassphraseNotNeeded`], [`SecretError::WrongPassphrase`],
     /// [`SecretError::InvalidMnemonic`], [`SecretError::KeyDerivation`]: each names one way the
     /// file and the passphrase do not fit.
-    pub fn from_file_bytes(bytes: &[u8], passphrase: Option<&[u8]>) -> Result<HsmSecret, SecretError> {
+    pub fn from_file_bytes(
+        bytes: &[u8],
+        passphrase: Option<&[u8]>,
+    ) -> Result<HsmSecret, SecretError> {
         match bytes.len() {
             len if len < PLAIN_SECRET_LEN => Err(SecretError::TooShort { len }),
             PLAIN_SECRET_LEN => {
@@ -236,7 +241,8 @@ impl HsmSecret {
         if bytes.len() != ENCRYPTED_FILE_LEN {
             return Err(SecretError::TooShort { len: bytes.len() });
         }
-        let plain = secretstream_decrypt_one(bytes, key).ok_or(SecretError::WrongPassphrase)?;
+        let plain =
+            legacy::secretstream_decrypt_one(bytes, key).ok_or(SecretError::WrongPassphrase)?;
         Ok(HsmSecret {
             kind: HsmSecretKind::Encrypted,
             seed: Zeroizing::new(plain.to_vec()),
@@ -250,9 +256,10 @@ impl HsmSecret {
     /// [`SecretError::Io`] when it cannot be read, or any error of
     /// [`HsmSecret::from_file_bytes`].
     pub fn load(path: &Path, passphrase: Option<&[u8]>) -> Result<HsmSecret, SecretError> {
-        let bytes = Zeroizing::new(
-            std::fs::read(path).map_err(|source| SecretError::Io { path: path.into(), source })?,
-        );
+        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| SecretError::Io {
+            path: path.into(),
+            source,
+        })?);
         HsmSecret::from_file_bytes(&bytes, passphrase)
     }
 
@@ -306,7 +313,8 @@ impl HsmSecret {
             (HsmSecretKind::Plain, _) => Ok(self.seed.clone()),
             (HsmSecretKind::Encrypted, _) => Err(SecretError::CannotWriteEncrypted),
             (kind, Some(words)) => {
-                let mut file = Zeroizing::new(Vec::with_capacity(PASSPHRASE_CHECK_LEN + words.len()));
+                let mut file =
+                    Zeroizing::new(Vec::with_capacity(PASSPHRASE_CHECK_LEN + words.len()));
                 if kind == HsmSecretKind::MnemonicWithPassphrase {
                     file.extend_from_slice(&Sha256::digest(self.seed.as_slice()));
                 } else {
@@ -329,7 +337,10 @@ impl HsmSecret {
     /// [`SecretError::Io`].
     pub fn write_new(&self, path: &Path) -> Result<(), SecretError> {
         let bytes = self.to_file_bytes()?;
-        let io_err = |source| SecretError::Io { path: path.into(), source };
+        let io_err = |source| SecretError::Io {
+            path: path.into(),
+            source,
+        };
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -342,25 +353,6 @@ impl HsmSecret {
         file.write_all(&bytes).map_err(io_err)?;
         file.sync_all().map_err(io_err)
     }
-}
-
-/// The key that encrypts a legacy 73-byte `hsm_secret`: argon2id (v1.3, 3 passes, 256 MiB,
-/// one lane) of the passphrase with Core Lightning's salt, as libsodium's `crypto_pwhash`
-/// computes it with the MODERATE limits.
-///
-/// This takes about a second and 256 MiB of memory, on purpose.
-///
-/// # Errors
-/// [`SecretError::KeyDerivation`] when argon2 cannot run.
-pub fn legacy_encryption_key(passphrase: &[u8]) -> Result<Zeroizing<[u8; 32]>, SecretError> {
-    let params = argon2::Params::new(LEGACY_ARGON2_MEMORY_KIB, LEGACY_ARGON2_PASSES, 1, Some(32))
-        .map_err(|e| SecretError::KeyDerivation(e.to_string()))?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut key = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(passphrase, LEGACY_SALT, key.as_mut())
-        .map_err(|e| SecretError::KeyDerivation(e.to_string()))?;
-    Ok(key)
 }
 
 /// The mnemonic format: passphrase check, then words. The checks run in the order
@@ -409,66 +401,9 @@ fn bip39_seed(words: &str, passphrase: &[u8]) -> Zeroizing<Vec<u8>> {
     seed
 }
 
-/// libsodium `crypto_secretstream_xchacha20poly1305` pull of the one 32-byte message that a
-/// legacy `hsm_secret` holds (no additional data). `None` when the MAC does not verify.
-fn secretstream_decrypt_one(file: &[u8], key: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
-    let (header, rest) = file.split_at(SECRETSTREAM_HEADER_LEN);
-    let (tag_and_cipher, mac) = rest.split_at(1 + PLAIN_SECRET_LEN);
-    // init_pull: the stream key is HChaCha20 of the first 16 header bytes; the nonce is a
-    // 32-bit little-endian counter starting at 1, then the last 8 header bytes.
-    let mut derived = chacha20::hchacha::<chacha20::cipher::consts::U10>(key.into(), header[..16].into());
-    let mut subkey = Zeroizing::new([0u8; 32]);
-    subkey.copy_from_slice(&derived);
-    derived.as_mut_slice().zeroize();
-    let mut nonce = [0u8; 12];
-    nonce[0] = 1;
-    nonce[4..].copy_from_slice(&header[16..]);
-    let stream_at = |block: u64| {
-        let mut cipher = chacha20::ChaCha20::new((&*subkey).into(), (&nonce).into());
-        cipher.seek(block * 64);
-        cipher
-    };
-    // Block 0 keys Poly1305; block 1 encrypts the tag byte (padded to 64 bytes), and the MAC
-    // covers that whole block; blocks 2.. encrypt the message.
-    let mut poly_key = Zeroizing::new([0u8; 64]);
-    stream_at(0).apply_keystream(poly_key.as_mut());
-    let mut tag_block = Zeroizing::new([0u8; 64]);
-    tag_block[0] = tag_and_cipher[0];
-    stream_at(1).apply_keystream(tag_block.as_mut());
-    tag_block[0] = tag_and_cipher[0];
-    let cipher = &tag_and_cipher[1..];
-    let mut authenticated = Vec::with_capacity(64 + PLAIN_SECRET_LEN + 16);
-    authenticated.extend_from_slice(tag_block.as_ref());
-    authenticated.extend_from_slice(cipher);
-    // Both parts are multiples of 16, so no padding; then adlen (0) and 64 + mlen, LE.
-    authenticated.extend_from_slice(&0u64.to_le_bytes());
-    authenticated.extend_from_slice(&((64 + PLAIN_SECRET_LEN) as u64).to_le_bytes());
-    let expected = poly1305::Poly1305::new(poly_key[..32].into()).compute_unpadded(&authenticated);
-    if !bool::from(expected.as_slice().ct_eq(mac)) {
-        return None;
-    }
-    let mut plain = Zeroizing::new([0u8; 32]);
-    plain.copy_from_slice(cipher);
-    stream_at(2).apply_keystream(plain.as_mut());
-    Some(plain)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Made with libsodium 1.0.18: `crypto_pwhash` (argon2id13, MODERATE limits, salt
-    /// "c-lightning" padded to 16 bytes) of this passphrase, then
-    /// `crypto_secretstream_xchacha20poly1305` init_push + push of the secret 0x40..0x5f.
-    const LEGACY_PASSPHRASE: &[u8] = b"correct horse battery staple";
-    const LEGACY_KEY: &str = "c41d2deebfb5b1094758af1b7149f3703980ff382f4e023623cb256013feed31";
-    const LEGACY_FILE: &str = "9ab07286598aa352ba397f0009724c05f0fd8cefe6e28813633562b431d81efd\
-        049d8dac3b58f91761d1e21beabc668ca5047673d146855907864ee8085be8e1e2241ad14428ed640e";
-    const LEGACY_SECRET: &str = "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f";
-
-    fn key_from_hex(s: &str) -> [u8; 32] {
-        hex::decode(s).unwrap().try_into().unwrap()
-    }
 
     #[test]
     fn plain_file_is_the_secret() {
@@ -500,53 +435,6 @@ mod tests {
         file.extend_from_slice(b"abandon abandon zebra");
         let err = HsmSecret::from_file_bytes(&file, None).unwrap_err();
         assert!(!err.to_string().contains("abandon"));
-    }
-
-    #[test]
-    fn secretstream_decrypts_libsodium_output() {
-        let file = hex::decode(LEGACY_FILE).unwrap();
-        let secret = HsmSecret::from_encrypted_file_bytes(&file, &key_from_hex(LEGACY_KEY)).unwrap();
-        assert_eq!(secret.kind(), HsmSecretKind::Encrypted);
-        assert_eq!(hex::encode(secret.seed_bytes()), LEGACY_SECRET);
-        assert!(matches!(secret.to_file_bytes(), Err(SecretError::CannotWriteEncrypted)));
-    }
-
-    #[test]
-    fn secretstream_refuses_wrong_key_and_tampering() {
-        let file = hex::decode(LEGACY_FILE).unwrap();
-        let mut key = key_from_hex(LEGACY_KEY);
-        key[0] ^= 1;
-        assert!(matches!(
-            HsmSecret::from_encrypted_file_bytes(&file, &key),
-            Err(SecretError::WrongPassphrase)
-        ));
-        for i in [0, 23, 24, 30, 60, 72] {
-            let mut bad = file.clone();
-            bad[i] ^= 0x80;
-            assert!(
-                HsmSecret::from_encrypted_file_bytes(&bad, &key_from_hex(LEGACY_KEY)).is_err(),
-                "flipping byte {i} went unnoticed"
-            );
-        }
-    }
-
-    #[test]
-    fn encrypted_file_needs_passphrase() {
-        let file = hex::decode(LEGACY_FILE).unwrap();
-        assert!(matches!(
-            HsmSecret::from_file_bytes(&file, None),
-            Err(SecretError::PassphraseRequired)
-        ));
-    }
-
-    /// The full path with argon2 (256 MiB; several seconds in a debug build).
-    #[test]
-    fn encrypted_file_opens_with_passphrase() {
-        let file = hex::decode(LEGACY_FILE).unwrap();
-        let key = legacy_encryption_key(LEGACY_PASSPHRASE).unwrap();
-        assert_eq!(hex::encode(&key[..]), LEGACY_KEY);
-        let secret = HsmSecret::from_file_bytes(&file, Some(LEGACY_PASSPHRASE)).unwrap();
-        assert_eq!(hex::encode(secret.seed_bytes()), LEGACY_SECRET);
     }
 
     /// BIP39 reference vector (trezor's vectors.json, passphrase "TREZOR").
@@ -597,17 +485,28 @@ mod tests {
         let bad_checksum = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon";
         let double_space = good.replacen(' ', "  ", 1);
         let trailing_newline = format!("{good}\n");
-        for words in [bad_checksum, &double_space, &trailing_newline, "not words at all"] {
+        for words in [
+            bad_checksum,
+            &double_space,
+            &trailing_newline,
+            "not words at all",
+        ] {
             let mut file = vec![0u8; 32];
             file.extend_from_slice(words.as_bytes());
             assert!(
-                matches!(HsmSecret::from_file_bytes(&file, None), Err(SecretError::InvalidMnemonic)),
+                matches!(
+                    HsmSecret::from_file_bytes(&file, None),
+                    Err(SecretError::InvalidMnemonic)
+                ),
                 "{words:?}"
             );
         }
         let mut file = vec![0u8; 32];
         file.extend_from_slice(&[0xff, 0xfe, 0x20, 0x41]);
-        assert!(matches!(HsmSecret::from_file_bytes(&file, None), Err(SecretError::InvalidMnemonic)));
+        assert!(matches!(
+            HsmSecret::from_file_bytes(&file, None),
+            Err(SecretError::InvalidMnemonic)
+        ));
     }
 
     #[test]
@@ -626,8 +525,14 @@ mod tests {
         assert_eq!(loaded.seed_bytes(), secret.seed_bytes());
 
         let other = HsmSecret::generate_plain();
-        assert!(matches!(other.write_new(&path), Err(SecretError::AlreadyExists { .. })));
-        assert_eq!(HsmSecret::load(&path, None).unwrap().seed_bytes(), secret.seed_bytes());
+        assert!(matches!(
+            other.write_new(&path),
+            Err(SecretError::AlreadyExists { .. })
+        ));
+        assert_eq!(
+            HsmSecret::load(&path, None).unwrap().seed_bytes(),
+            secret.seed_bytes()
+        );
 
         assert!(matches!(
             HsmSecret::load(&dir.join("missing"), None),

@@ -22,9 +22,9 @@ use bitcoin::{Amount, Script, Transaction, TxOut};
 use secp256k1::ecdsa::{self, RecoverableSignature};
 use secp256k1::{schnorr, Keypair, Message, SecretKey, SECP256K1};
 
-pub mod digest;
 #[cfg(test)]
 mod corpus_tests;
+pub mod digest;
 
 /// Why a transaction sighash could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,9 @@ pub fn sign_schnorr_no_aux(msg: &Message, keypair: &Keypair) -> schnorr::Signatu
 /// The BIP86 output key pair for an internal key: tweaked by `TapTweak(P)` with no script
 /// tree, as a P2TR key-path spend of a BIP86 wallet output signs.
 pub fn bip86_tweaked_keypair(internal: &SecretKey) -> Keypair {
-    Keypair::from_secret_key(SECP256K1, internal).tap_tweak(SECP256K1, None).to_keypair()
+    Keypair::from_secret_key(SECP256K1, internal)
+        .tap_tweak(SECP256K1, None)
+        .to_keypair()
 }
 
 /// The BIP143 (segwit v0) sighash of input `index`, given its script code and amount: for
@@ -120,7 +122,10 @@ pub fn segwit_v0_sighash(
     // `p2wsh_signature_hash` uses its script argument as the script code verbatim.
     let hash = SighashCache::new(tx)
         .p2wsh_signature_hash(index, script_code, amount, sighash_type)
-        .map_err(|_| SighashError::InputOutOfRange { index, inputs: tx.input.len() })?;
+        .map_err(|_| SighashError::InputOutOfRange {
+            index,
+            inputs: tx.input.len(),
+        })?;
     Ok(Message::from(hash))
 }
 
@@ -128,14 +133,21 @@ pub fn segwit_v0_sighash(
 /// in input order.
 ///
 /// # Errors
-/// [`SighashError::Taproot`] when `prevouts` does not match the inputs or `index` is out of
-/// range.
+/// [`SighashError::InputOutOfRange`] when `index` is not an input of `tx`;
+/// [`SighashError::Taproot`] when `prevouts` does not match the inputs.
 pub fn taproot_key_spend_sighash(
     tx: &Transaction,
     index: usize,
     prevouts: &[TxOut],
     sighash_type: TapSighashType,
 ) -> Result<Message, SighashError> {
+    // rust-bitcoin does not check the index itself when it signs all inputs.
+    if index >= tx.input.len() {
+        return Err(SighashError::InputOutOfRange {
+            index,
+            inputs: tx.input.len(),
+        });
+    }
     let hash = SighashCache::new(tx)
         .taproot_key_spend_signature_hash(index, &Prevouts::All(prevouts), sighash_type)
         .map_err(SighashError::Taproot)?;
@@ -168,7 +180,9 @@ mod tests {
             let plain = sign_ecdsa_no_grind(&m, &k);
             assert!(has_low_r(&cln) && has_low_r(&wally));
             for sig in [cln, wally, plain] {
-                SECP256K1.verify_ecdsa(&m, &sig, &k.public_key(SECP256K1)).unwrap();
+                SECP256K1
+                    .verify_ecdsa(&m, &sig, &k.public_key(SECP256K1))
+                    .unwrap();
             }
             if has_low_r(&plain) {
                 // Without grinding both agree with plain RFC 6979 only for wally: CLN's first
@@ -179,7 +193,10 @@ mod tests {
                 cln_differs += 1;
             }
         }
-        assert!(cln_differs > 0, "the two grinding styles must be distinguishable");
+        assert!(
+            cln_differs > 0,
+            "the two grinding styles must be distinguishable"
+        );
     }
 
     #[test]
@@ -198,7 +215,10 @@ mod tests {
         let wire = recoverable_to_wire(&sign_ecdsa_recoverable(&m, &k));
         let recid = ecdsa::RecoveryId::from_i32(i32::from(wire[64])).unwrap();
         let sig = RecoverableSignature::from_compact(&wire[..64], recid).unwrap();
-        assert_eq!(SECP256K1.recover_ecdsa(&m, &sig).unwrap(), k.public_key(SECP256K1));
+        assert_eq!(
+            SECP256K1.recover_ecdsa(&m, &sig).unwrap(),
+            k.public_key(SECP256K1)
+        );
     }
 
     #[test]
@@ -211,8 +231,17 @@ mod tests {
         };
         assert!(matches!(
             segwit_v0_sighash(&tx, 0, Script::new(), Amount::ZERO, EcdsaSighashType::All),
-            Err(SighashError::InputOutOfRange { index: 0, inputs: 0 })
+            Err(SighashError::InputOutOfRange {
+                index: 0,
+                inputs: 0
+            })
         ));
-        assert!(taproot_key_spend_sighash(&tx, 0, &[], TapSighashType::Default).is_err());
+        assert!(matches!(
+            taproot_key_spend_sighash(&tx, 0, &[], TapSighashType::Default),
+            Err(SighashError::InputOutOfRange {
+                index: 0,
+                inputs: 0
+            })
+        ));
     }
 }

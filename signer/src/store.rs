@@ -40,6 +40,14 @@ pub struct ChannelState {
     pub counterparty_secrets: BTreeMap<u64, Vec<u8>>,
     /// Set by `forget_channel`: no more signatures for this channel.
     pub forgotten: bool,
+    /// The funding outpoint (txid in its internal byte order, output index): from
+    /// `setup_channel`, then from each `lock_outpoint` (a splice moves it).
+    #[serde(default)]
+    pub funding_outpoint: Option<(Vec<u8>, u16)>,
+    /// The lowest holder commitment number signed for broadcast (`sign_commitment_tx`): it and
+    /// every later holder commitment must never be revoked.
+    #[serde(default)]
+    pub holder_signed_from: Option<u64>,
 }
 
 /// The signer's database.

@@ -72,11 +72,6 @@ impl Proxy {
         })
     }
 
-    /// How many clients (besides the master) are being served.
-    pub fn client_count(&self) -> usize {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     async fn fail(&self, reason: u8, desc: String) {
         log::error!("stopping: {desc}");
         self.status.fail(reason, &desc).await;

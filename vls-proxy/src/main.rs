@@ -193,7 +193,7 @@ async fn serve(cli: Cli) -> i32 {
     }
     log::info!("waiting for the signer on {addr}");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let grpc = server.add_service(HsmdServer::new(server::HsmdService::new(router.clone())));
+    let grpc = server.add_service(HsmdServer::new(server::HsmdService::new(router.clone(), status.clone())));
     tokio::spawn(async move {
         if let Err(e) = grpc.serve_with_incoming(incoming).await {
             log::error!("gRPC server stopped: {e}");

@@ -64,10 +64,6 @@ impl Metrics {
     pub fn cache_hit(&self) {
         self.cache_hits.fetch_add(1, Ordering::Relaxed);
     }
-    /// How many preapprovals were answered from the cache.
-    pub fn cache_hits(&self) -> u64 {
-        self.cache_hits.load(Ordering::Relaxed)
-    }
     /// The signer refused a request; `description` names the policy rule if one did.
     pub fn refusal(&self, description: &str) {
         let rule = description

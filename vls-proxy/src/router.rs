@@ -167,11 +167,6 @@ impl Router {
         lock(&self.pinned).as_ref().map(|p| p.node_id)
     }
 
-    /// Whether a signer stream has answered init and takes requests.
-    pub fn is_ready(&self) -> bool {
-        matches!(*self.link.borrow(), Link::Ready { .. })
-    }
-
     /// Sends `message` from a client (`context` absent for the master) and waits for the
     /// signer's reply, retrying temporary failures.
     pub async fn call(
@@ -360,12 +355,6 @@ impl Router {
             Some(w) if w != got => Err(format!("signer has node id {got}, expected {w}")),
             _ => Ok(()),
         }
-    }
-
-    /// Waits until the link is ready (for tests and for readiness reports).
-    pub async fn wait_ready(&self) {
-        let mut rx = self.link.subscribe();
-        let _ = rx.wait_for(|l| matches!(l, Link::Ready { .. })).await;
     }
 }
 

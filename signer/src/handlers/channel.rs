@@ -1,61 +1,334 @@
-//! Channel lifecycle and the holder/counterparty commitment state machine: basepoints, setup, per-commitment points and secrets, validation and revocation.
+//! Channel lifecycle and the holder/counterparty commitment state machine: basepoints, setup,
+//! per-commitment points and secrets, validation and revocation.
+//!
+//! Replies are Core Lightning's; what this adds is durable per-channel state (see
+//! [`ChannelState`]) and the policy rules that keep a compromised node from making us reveal
+//! or sign what could cost the channel's funds:
+//!
+//! | rule | refuses |
+//! |---|---|
+//! | `channel-known` | any request for a forgotten channel; commitment work on a channel never set up |
+//! | `commitment-number-monotonic` | validating a holder commitment older than one already validated |
+//! | `revoke-superseded-only` | revealing the secret of holder commitment `n` before `n + 1` was validated |
+//! | `revoke-in-order` | revoking out of order or twice (ours and the peer's) |
+//! | `commitment-holder-not-revoked` | revoking a holder commitment that was signed for broadcast |
+//! | `revocation-secret-matches` | a peer's secret that is not the one of the point it gave |
+//!
+//! Numbers are compared as given; a channel's first validated (or signed) commitment fixes
+//! where its history starts, so channels need not begin at commitment 0.
 
+use crate::bolt3;
+use crate::context::ChannelKey;
 use crate::error::{Result, SignerError};
 use crate::handler::Req;
+use crate::keys::channel::MAX_COMMITMENT_NUMBER;
+use crate::store::ChannelState;
+use bitcoin::hashes::Hash;
 use protocol::msgs::*;
+use protocol::types::{Basepoints, Secret};
 use protocol::Message;
+use secp256k1::{SecretKey, SECP256K1};
 
-/// Answers `GetChannelBasepoints`.
-pub(crate) fn get_channel_basepoints(_r: &mut Req<'_>, _m: GetChannelBasepoints) -> Result<Message> {
-    Err(SignerError::BadRequest("get_channel_basepoints is not supported yet".into()))
+/// Refuses, by `channel-known`, any request for a channel that `forget_channel` forgot.
+pub(crate) fn check_not_forgotten(
+    r: &Req<'_>,
+    key: &ChannelKey,
+    state: &ChannelState,
+) -> Result<()> {
+    r.policy.check("channel-known", !state.forgotten, || {
+        format!(
+            "channel {} with peer {} was forgotten",
+            key.dbid, key.peer_id
+        )
+    })
 }
 
-/// Answers `NewChannel`.
-pub(crate) fn new_channel(_r: &mut Req<'_>, _m: NewChannel) -> Result<Message> {
-    Err(SignerError::BadRequest("new_channel is not supported yet".into()))
+/// Refuses, by `channel-known`, commitment work on a channel that was never set up
+/// (`setup_channel`) or was forgotten.
+pub(crate) fn check_set_up(r: &Req<'_>, key: &ChannelKey, state: &ChannelState) -> Result<()> {
+    check_not_forgotten(r, key, state)?;
+    r.policy.check("channel-known", state.setup.is_some(), || {
+        format!(
+            "channel {} with peer {} was never set up",
+            key.dbid, key.peer_id
+        )
+    })
 }
 
-/// Answers `SetupChannel`.
-pub(crate) fn setup_channel(_r: &mut Req<'_>, _m: SetupChannel) -> Result<Message> {
-    Err(SignerError::BadRequest("setup_channel is not supported yet".into()))
+/// Answers `GetChannelBasepoints`: the channel's basepoints and funding key (public data,
+/// derived from the channel seed; no state).
+pub(crate) fn get_channel_basepoints(r: &mut Req<'_>, m: GetChannelBasepoints) -> Result<Message> {
+    let key = ChannelKey {
+        peer_id: m.peerid,
+        dbid: m.dbid,
+    };
+    let bp = r.channel_secrets(&key)?.basepoints();
+    let basepoints = Basepoints {
+        revocation: bp.revocation,
+        payment: bp.payment,
+        htlc: bp.htlc,
+        delayed_payment: bp.delayed_payment,
+    };
+    Ok(GetChannelBasepointsReply::new(basepoints, bp.funding_pubkey).into())
 }
 
-/// Answers `ForgetChannel`.
-pub(crate) fn forget_channel(_r: &mut Req<'_>, _m: ForgetChannel) -> Result<Message> {
-    Err(SignerError::BadRequest("forget_channel is not supported yet".into()))
+/// Answers `NewChannel`: records the channel (a forgotten one is not brought back).
+pub(crate) fn new_channel(r: &mut Req<'_>, m: NewChannel) -> Result<Message> {
+    let key = ChannelKey {
+        peer_id: m.id,
+        dbid: m.dbid,
+    };
+    let state = r.channel_state(&key)?;
+    check_not_forgotten(r, &key, &state)?;
+    r.put_channel_state(&key, &state)?;
+    Ok(NewChannelReply::new().into())
 }
 
-/// Answers `CheckOutpoint`.
-pub(crate) fn check_outpoint(_r: &mut Req<'_>, _m: CheckOutpoint) -> Result<Message> {
-    Err(SignerError::BadRequest("check_outpoint is not supported yet".into()))
+/// Answers `SetupChannel`: keeps the channel's parameters (the request itself) and its
+/// funding outpoint.
+pub(crate) fn setup_channel(r: &mut Req<'_>, m: SetupChannel) -> Result<Message> {
+    let key = r.client.channel_key();
+    let mut state = r.channel_state(&key)?;
+    check_not_forgotten(r, &key, &state)?;
+    let encoded = m
+        .encode()
+        .map_err(|e| SignerError::BadRequest(format!("setup_channel cannot be kept: {e}")))?;
+    state.setup = Some(encoded);
+    state.funding_outpoint = Some((m.funding_txid.to_byte_array().to_vec(), m.funding_txout));
+    r.put_channel_state(&key, &state)?;
+    Ok(SetupChannelReply::new().into())
 }
 
-/// Answers `LockOutpoint`.
-pub(crate) fn lock_outpoint(_r: &mut Req<'_>, _m: LockOutpoint) -> Result<Message> {
-    Err(SignerError::BadRequest("lock_outpoint is not supported yet".into()))
+/// Answers `ForgetChannel`: marks the channel forgotten, after which the policy refuses every
+/// request for it. Forgetting an unknown channel is fine (it stays unusable).
+pub(crate) fn forget_channel(r: &mut Req<'_>, m: ForgetChannel) -> Result<Message> {
+    let key = ChannelKey {
+        peer_id: m.id,
+        dbid: m.dbid,
+    };
+    let mut state = r.channel_state(&key)?;
+    state.forgotten = true;
+    r.put_channel_state(&key, &state)?;
+    Ok(ForgetChannelReply::new().into())
 }
 
-/// Answers `GetPerCommitmentPoint`.
-pub(crate) fn get_per_commitment_point(_r: &mut Req<'_>, _m: GetPerCommitmentPoint) -> Result<Message> {
-    Err(SignerError::BadRequest("get_per_commitment_point is not supported yet".into()))
+/// Answers `CheckOutpoint`: like Core Lightning's hsmd, this signer has no view of the chain,
+/// so the outpoint is always reported buried.
+pub(crate) fn check_outpoint(r: &mut Req<'_>, _m: CheckOutpoint) -> Result<Message> {
+    let key = r.client.channel_key();
+    let state = r.channel_state(&key)?;
+    check_not_forgotten(r, &key, &state)?;
+    Ok(CheckOutpointReply::new(true).into())
 }
 
-/// Answers `CheckFutureSecret`.
-pub(crate) fn check_future_secret(_r: &mut Req<'_>, _m: CheckFutureSecret) -> Result<Message> {
-    Err(SignerError::BadRequest("check_future_secret is not supported yet".into()))
+/// Answers `LockOutpoint`: the channel's funding (or splice) outpoint is now this one.
+pub(crate) fn lock_outpoint(r: &mut Req<'_>, m: LockOutpoint) -> Result<Message> {
+    let key = r.client.channel_key();
+    let mut state = r.channel_state(&key)?;
+    check_not_forgotten(r, &key, &state)?;
+    let txid = m.funding_txid.to_byte_array();
+    if let Some(other) = r.txn()?.lock_outpoint(&txid, m.funding_txout, &key)? {
+        if other != key {
+            log::warn!(
+                "outpoint {}:{} locked by channel {} is now also locked by channel {}",
+                m.funding_txid,
+                m.funding_txout,
+                other.dbid,
+                key.dbid
+            );
+        }
+    }
+    state.funding_outpoint = Some((txid.to_vec(), m.funding_txout));
+    r.put_channel_state(&key, &state)?;
+    Ok(LockOutpointReply::new().into())
 }
 
-/// Answers `ValidateCommitmentTx`.
-pub(crate) fn validate_commitment_tx(_r: &mut Req<'_>, _m: ValidateCommitmentTx) -> Result<Message> {
-    Err(SignerError::BadRequest("validate_commitment_tx is not supported yet".into()))
+/// Answers `GetPerCommitmentPoint`: point `n`; below protocol version 6 and for `n >= 2` also
+/// the secret of commitment `n - 2`, which revokes it (so the revocation rules apply).
+pub(crate) fn get_per_commitment_point(
+    r: &mut Req<'_>,
+    m: GetPerCommitmentPoint,
+) -> Result<Message> {
+    let key = r.client.channel_key();
+    let mut state = r.channel_state(&key)?;
+    check_not_forgotten(r, &key, &state)?;
+    let secrets = r.channel_secrets(&key)?;
+    let n = m.n;
+    let point = secrets
+        .per_commitment_point(n)
+        .map_err(|_| SignerError::BadRequest(format!("bad per_commit_point {n}")))?;
+    let mut old_secret = None;
+    if r.session.version < 6 && n >= 2 {
+        let old = n - 2;
+        let secret = secrets
+            .per_commitment_secret(old)
+            .map_err(|_| SignerError::BadRequest(format!("Cannot derive secret {old}")))?;
+        if old >= state.holder_revoked_below {
+            check_superseded(r, &state, old)?;
+            check_not_signed_for_broadcast(r, &state, old)?;
+            state.holder_revoked_below = old + 1;
+            r.put_channel_state(&key, &state)?;
+        }
+        old_secret = Some(Secret(secret));
+    }
+    Ok(GetPerCommitmentPointReply::new(point, old_secret).into())
 }
 
-/// Answers `RevokeCommitmentTx`.
-pub(crate) fn revoke_commitment_tx(_r: &mut Req<'_>, _m: RevokeCommitmentTx) -> Result<Message> {
-    Err(SignerError::BadRequest("revoke_commitment_tx is not supported yet".into()))
+/// Answers `CheckFutureSecret`: whether the secret is ours for commitment `n` (reveals
+/// nothing).
+pub(crate) fn check_future_secret(r: &mut Req<'_>, m: CheckFutureSecret) -> Result<Message> {
+    let key = r.client.channel_key();
+    let state = r.channel_state(&key)?;
+    check_not_forgotten(r, &key, &state)?;
+    let correct = r
+        .channel_secrets(&key)?
+        .is_per_commitment_secret(m.n, &m.commitment_secret.0)
+        .map_err(|_| SignerError::BadRequest(format!("bad commit secret #{}", m.n)))?;
+    Ok(CheckFutureSecretReply::new(correct).into())
 }
 
-/// Answers `ValidateRevocation`.
-pub(crate) fn validate_revocation(_r: &mut Req<'_>, _m: ValidateRevocation) -> Result<Message> {
-    Err(SignerError::BadRequest("validate_revocation is not supported yet".into()))
+/// Answers `ValidateCommitmentTx`: the peer signed our commitment `commit_num`; replies with
+/// the point of the next one (and, as hsmd since protocol 6, no old secret).
+pub(crate) fn validate_commitment_tx(r: &mut Req<'_>, m: ValidateCommitmentTx) -> Result<Message> {
+    let key = r.client.channel_key();
+    let mut state = r.channel_state(&key)?;
+    check_set_up(r, &key, &state)?;
+    let n = m.commit_num;
+    // hsmd adds in u64 arithmetic, which wraps.
+    let next = n.wrapping_add(1);
+    let point = r
+        .channel_secrets(&key)?
+        .per_commitment_point(next)
+        .map_err(|_| SignerError::BadRequest(format!("bad per_commit_point {next}")))?;
+    r.policy.check(
+        "commitment-number-monotonic",
+        n <= MAX_COMMITMENT_NUMBER
+            && state.holder_validated.is_none_or(|v| n >= v)
+            && n >= state.holder_revoked_below,
+        || {
+            format!(
+                "holder commitment {n} is older than the latest validated ({:?}) or revoked (below {})",
+                state.holder_validated, state.holder_revoked_below
+            )
+        },
+    )?;
+    if n <= MAX_COMMITMENT_NUMBER {
+        if state.holder_validated.is_none() {
+            // The channel's history starts here: nothing older can be revealed or signed.
+            state.holder_revoked_below = state.holder_revoked_below.max(n);
+        }
+        state.holder_validated = Some(state.holder_validated.map_or(n, |v| v.max(n)));
+        r.put_channel_state(&key, &state)?;
+    }
+    Ok(ValidateCommitmentTxReply::new(None, point).into())
 }
+
+/// Answers `RevokeCommitmentTx`: reveals the secret of holder commitment `commit_num` (which
+/// must be superseded, next in order, and never signed for broadcast) and the point of
+/// `commit_num + 2`.
+pub(crate) fn revoke_commitment_tx(r: &mut Req<'_>, m: RevokeCommitmentTx) -> Result<Message> {
+    let key = r.client.channel_key();
+    let mut state = r.channel_state(&key)?;
+    check_not_forgotten(r, &key, &state)?;
+    let secrets = r.channel_secrets(&key)?;
+    let n = m.commit_num;
+    let next = n.wrapping_add(2);
+    let point = secrets
+        .per_commitment_point(next)
+        .map_err(|_| SignerError::BadRequest(format!("bad per_commit_point {next}")))?;
+    let secret = secrets
+        .per_commitment_secret(n)
+        .map_err(|_| SignerError::BadRequest(format!("Cannot derive secret {n}")))?;
+    check_superseded(r, &state, n)?;
+    // channeld asks again for the latest revocation after a reconnect: the same secret again
+    // reveals nothing new, so that repeat is answered; anything else must be the next one.
+    let repeat_of_latest = n.checked_add(1) == Some(state.holder_revoked_below);
+    r.policy.check("revoke-in-order", n == state.holder_revoked_below || repeat_of_latest, || {
+        format!(
+            "holder commitment {n} revoked out of order: the next to revoke is {}",
+            state.holder_revoked_below
+        )
+    })?;
+    check_not_signed_for_broadcast(r, &state, n)?;
+    state.holder_revoked_below = state.holder_revoked_below.max(n + 1);
+    r.put_channel_state(&key, &state)?;
+    Ok(RevokeCommitmentTxReply::new(Secret(secret), point).into())
+}
+
+/// `revoke-superseded-only`: holder commitment `n` may be revoked once `n + 1` was validated.
+fn check_superseded(r: &Req<'_>, state: &ChannelState, n: u64) -> Result<()> {
+    r.policy.check(
+        "revoke-superseded-only",
+        state.holder_validated.is_some_and(|v| v > n),
+        || {
+            format!(
+                "holder commitment {n} is not superseded: the latest validated is {:?}",
+                state.holder_validated
+            )
+        },
+    )
+}
+
+/// `commitment-holder-not-revoked`: a holder commitment signed for broadcast (or a later one)
+/// is never revoked.
+fn check_not_signed_for_broadcast(r: &Req<'_>, state: &ChannelState, n: u64) -> Result<()> {
+    r.policy.check(
+        "commitment-holder-not-revoked",
+        state.holder_signed_from.is_none_or(|s| n < s),
+        || {
+            format!(
+            "holder commitment {n} must stay unrevoked: commitment {:?} was signed for broadcast",
+            state.holder_signed_from
+        )
+        },
+    )
+}
+
+/// Answers `ValidateRevocation`: the peer revoked its commitment `revoke_num`; the secret must
+/// come next in order and be the one of the point it gave for that commitment.
+pub(crate) fn validate_revocation(r: &mut Req<'_>, m: ValidateRevocation) -> Result<Message> {
+    let key = r.client.channel_key();
+    let mut state = r.channel_state(&key)?;
+    check_not_forgotten(r, &key, &state)?;
+    let n = m.revoke_num;
+    let secret = m.per_commitment_secret.0;
+    r.policy.check(
+        "revoke-in-order",
+        n == state.counterparty_revoked_below,
+        || {
+            format!(
+                "counterparty revoked commitment {n} out of order: the next to revoke is {}",
+                state.counterparty_revoked_below
+            )
+        },
+    )?;
+    let given = state.counterparty_points.get(&n);
+    let derived = SecretKey::from_slice(&secret)
+        .ok()
+        .map(|k| k.public_key(SECP256K1).serialize());
+    r.policy.check(
+        "revocation-secret-matches",
+        matches!((given, derived), (Some(p), Some(d)) if p[..] == d[..]),
+        || match given {
+            None => format!("no per-commitment point is known for counterparty commitment {n}"),
+            Some(p) => format!(
+                "secret for commitment {n} does not match its point {}",
+                hex::encode(p)
+            ),
+        },
+    )?;
+    let mut secrets = state.counterparty_secrets.clone();
+    let consistent = bolt3::insert_counterparty_secret(&mut secrets, n, &secret);
+    r.policy
+        .check("revocation-secret-matches", consistent, || {
+            format!("secret for commitment {n} is not from the same shachain as the earlier ones")
+        })?;
+    state.counterparty_secrets = secrets;
+    state.counterparty_revoked_below = state.counterparty_revoked_below.max(n.saturating_add(1));
+    state.counterparty_points.retain(|&c, _| c > n);
+    r.put_channel_state(&key, &state)?;
+    Ok(ValidateRevocationReply::new().into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -23,8 +23,8 @@ pub const MAX_COMMITMENT_NUMBER: u64 = (1 << 48) - 1;
 /// A channel's secret keys.
 ///
 /// Guarantees: derived only from the channel seed (so the same seed always gives the same
-/// secrets), no derived `Debug` (its `Debug` shows the public basepoints only), and the
-/// shachain seed is wiped on drop.
+/// secrets), no derived `Debug` (its `Debug` shows the public basepoints only), and its
+/// secrets are erased on drop (the keys best effort, as they are `Copy`).
 pub struct ChannelSecrets {
     /// The key of our side of the 2-of-2 funding output.
     pub funding_key: SecretKey,
@@ -58,7 +58,9 @@ pub struct ChannelBasepoints {
 
 impl fmt::Debug for ChannelSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChannelSecrets").field("basepoints", &self.basepoints()).finish_non_exhaustive()
+        f.debug_struct("ChannelSecrets")
+            .field("basepoints", &self.basepoints())
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +118,10 @@ impl ChannelSecrets {
         if n > MAX_COMMITMENT_NUMBER {
             return Err(KeyError::CommitmentNumberTooLarge(n));
         }
-        Ok(shachain_from_seed(&self.shachain_seed, MAX_COMMITMENT_NUMBER - n))
+        Ok(shachain_from_seed(
+            &self.shachain_seed,
+            MAX_COMMITMENT_NUMBER - n,
+        ))
     }
 
     /// Per-commitment point `n`: the public key of [`ChannelSecrets::per_commitment_secret`].
@@ -172,7 +177,11 @@ pub fn derive_simple_privkey(
     per_commitment_point: &PublicKey,
 ) -> Result<SecretKey, KeyError> {
     let basepoint = basepoint_secret.public_key(SECP256K1);
-    tweak_add(*basepoint_secret, simple_tweak(&basepoint, per_commitment_point), "BOLT 3 key tweak")
+    tweak_add(
+        *basepoint_secret,
+        simple_tweak(&basepoint, per_commitment_point),
+        "BOLT 3 key tweak",
+    )
 }
 
 /// BOLT 3 public key of [`derive_simple_privkey`]:
@@ -201,16 +210,28 @@ pub fn derive_revocation_privkey(
     revocation_basepoint_secret: &SecretKey,
     per_commitment_secret: &SecretKey,
 ) -> Result<SecretKey, KeyError> {
-    let basepoint = revocation_basepoint_secret.public_key(SECP256K1).serialize();
+    let basepoint = revocation_basepoint_secret
+        .public_key(SECP256K1)
+        .serialize();
     let point = per_commitment_secret.public_key(SECP256K1).serialize();
     let factor = |first: &[u8], second: &[u8]| {
-        let hash: [u8; 32] = Sha256::new().chain_update(first).chain_update(second).finalize().into();
+        let hash: [u8; 32] = Sha256::new()
+            .chain_update(first)
+            .chain_update(second)
+            .finalize()
+            .into();
         Scalar::from_be_bytes(hash).map_err(|_| KeyError::Unusable("revocation key factor"))
     };
     let unusable = |_| KeyError::Unusable("revocation key");
-    let from_base = revocation_basepoint_secret.mul_tweak(&factor(&basepoint, &point)?).map_err(unusable)?;
-    let from_point = per_commitment_secret.mul_tweak(&factor(&point, &basepoint)?).map_err(unusable)?;
-    from_base.add_tweak(&Scalar::from(from_point)).map_err(unusable)
+    let from_base = revocation_basepoint_secret
+        .mul_tweak(&factor(&basepoint, &point)?)
+        .map_err(unusable)?;
+    let from_point = per_commitment_secret
+        .mul_tweak(&factor(&point, &basepoint)?)
+        .map_err(unusable)?;
+    from_base
+        .add_tweak(&Scalar::from(from_point))
+        .map_err(unusable)
 }
 
 #[cfg(test)]
@@ -227,13 +248,33 @@ mod tests {
         let zeros = [0u8; 32];
         let ones = [0xffu8; 32];
         let cases: [(&[u8; 32], u64, &str); 4] = [
-            (&zeros, 281474976710655, "02a40c85b6f28da08dfdbe0926c53fab2de6d28c10301f8f7c4073d5e42e3148"),
-            (&ones, 281474976710655, "7cc854b54e3e0dcdb010d7a3fee464a9687be6e8db3be6854c475621e007a5dc"),
-            (&ones, 0xaaaaaaaaaaa, "56f4008fb007ca9acf0e15b054d5c9fd12ee06cea347914ddbaed70d1c13a528"),
-            (&ones, 0x555555555555, "9015daaeb06dba4ccc05b91b2f73bd54405f2be9f217fbacd3c5ac2e62327d31"),
+            (
+                &zeros,
+                281474976710655,
+                "02a40c85b6f28da08dfdbe0926c53fab2de6d28c10301f8f7c4073d5e42e3148",
+            ),
+            (
+                &ones,
+                281474976710655,
+                "7cc854b54e3e0dcdb010d7a3fee464a9687be6e8db3be6854c475621e007a5dc",
+            ),
+            (
+                &ones,
+                0xaaaaaaaaaaa,
+                "56f4008fb007ca9acf0e15b054d5c9fd12ee06cea347914ddbaed70d1c13a528",
+            ),
+            (
+                &ones,
+                0x555555555555,
+                "9015daaeb06dba4ccc05b91b2f73bd54405f2be9f217fbacd3c5ac2e62327d31",
+            ),
         ];
         for (seed, index, expected) in cases {
-            assert_eq!(hex::encode(shachain_from_seed(seed, index)), expected, "index {index:#x}");
+            assert_eq!(
+                hex::encode(shachain_from_seed(seed, index)),
+                expected,
+                "index {index:#x}"
+            );
         }
         assert_eq!(
             hex::encode(shachain_from_seed(&[1u8; 32], 1)),
@@ -244,17 +285,24 @@ mod tests {
     /// BOLT 3 Appendix E, "Key Derivation Test Vectors".
     #[test]
     fn key_tweaks_match_bolt3_vectors() {
-        let base_secret =
-            SecretKey::from_slice(&bytes32("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")).unwrap();
-        let per_commitment_secret =
-            SecretKey::from_slice(&bytes32("1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100")).unwrap();
+        let base_secret = SecretKey::from_slice(&bytes32(
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        ))
+        .unwrap();
+        let per_commitment_secret = SecretKey::from_slice(&bytes32(
+            "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100",
+        ))
+        .unwrap();
         let per_commitment_point = per_commitment_secret.public_key(SECP256K1);
         assert_eq!(
             per_commitment_point.to_string(),
             "025f7117a78150fe2ef97db7cfc83bd57b2e2c0d0dd25eaf467a4a1c2a45ce1486"
         );
         let basepoint = base_secret.public_key(SECP256K1);
-        assert_eq!(basepoint.to_string(), "036d6caac248af96f6afa7f904f550253a0f3ef3f5aa2fe6838a95b216691468e2");
+        assert_eq!(
+            basepoint.to_string(),
+            "036d6caac248af96f6afa7f904f550253a0f3ef3f5aa2fe6838a95b216691468e2"
+        );
 
         let local = derive_simple_privkey(&base_secret, &per_commitment_point).unwrap();
         assert_eq!(
@@ -262,7 +310,10 @@ mod tests {
             "cbced912d3b21bf196a766651e436aff192362621ce317704ea2f75d87e7be0f"
         );
         let local_pub = derive_simple_pubkey(&basepoint, &per_commitment_point).unwrap();
-        assert_eq!(local_pub.to_string(), "0235f2dbfaa89b57ec7b055afe29849ef7ddfeb1cefdb9ebdc43f5494984db29e5");
+        assert_eq!(
+            local_pub.to_string(),
+            "0235f2dbfaa89b57ec7b055afe29849ef7ddfeb1cefdb9ebdc43f5494984db29e5"
+        );
         assert_eq!(local_pub, local.public_key(SECP256K1));
 
         let revocation = derive_revocation_privkey(&base_secret, &per_commitment_secret).unwrap();
@@ -282,7 +333,9 @@ mod tests {
         assert!(secrets.per_commitment_point(MAX_COMMITMENT_NUMBER).is_ok());
         assert_eq!(
             secrets.per_commitment_secret(MAX_COMMITMENT_NUMBER + 1),
-            Err(KeyError::CommitmentNumberTooLarge(MAX_COMMITMENT_NUMBER + 1))
+            Err(KeyError::CommitmentNumberTooLarge(
+                MAX_COMMITMENT_NUMBER + 1
+            ))
         );
         let secret = secrets.per_commitment_secret(7).unwrap();
         assert!(secrets.is_per_commitment_secret(7, &secret).unwrap());

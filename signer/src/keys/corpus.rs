@@ -74,7 +74,9 @@ fn replay_case(file: &str, case: &Value, visit: &mut impl FnMut(Exchange<'_>)) {
 
     for (index, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
         let request = hex_field(step, "request").unwrap_or_default();
-        let Some(reply) = hex_field(step, "reply") else { continue };
+        let Some(reply) = hex_field(step, "reply") else {
+            continue;
+        };
         if request.len() < 2 || reply.len() < 2 || step["outcome"].as_str() != Some("reply") {
             continue;
         }
@@ -83,7 +85,8 @@ fn replay_case(file: &str, case: &Value, visit: &mut impl FnMut(Exchange<'_>)) {
         if kind == INIT && reply_kind == INIT_REPLY_V4 {
             let mut wire = Wire::new(&request[2..]);
             let (public, private) = (wire.u32(), wire.u32());
-            let bip32 = Bip32Version::from_init(public, private).expect("answered init has a known version");
+            let bip32 = Bip32Version::from_init(public, private)
+                .expect("answered init has a known version");
             keys = Some(KeyManager::new(&secret, bip32).expect("keys derive"));
             version = Wire::new(&reply[2..]).u32();
         }
@@ -110,6 +113,20 @@ fn replay_case(file: &str, case: &Value, visit: &mut impl FnMut(Exchange<'_>)) {
             reply: Wire::new(&reply[2..]),
         });
     }
+}
+
+/// The mnemonic-format `hsm_secret` files of the corpus, with the passphrase each needs.
+pub(crate) fn mnemonic_files() -> Vec<(Vec<u8>, Option<String>)> {
+    let corpus: Value = serde_json::from_str(MNEMONIC).expect("corpus is JSON");
+    corpus["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|case| {
+            let file = hex_field(case, "hsm_secret_file").expect("mnemonic file");
+            (file, case["passphrase"].as_str().map(str::to_owned))
+        })
+        .collect()
 }
 
 /// The case's root secret, read the way hsmd reads its `hsm_secret` file.
@@ -190,7 +207,11 @@ impl<'a> Wire<'a> {
 
     /// A NUL-terminated `wirestring`, without the NUL.
     pub fn wirestring(&mut self) -> &'a [u8] {
-        let end = self.bytes.iter().position(|&b| b == 0).expect("NUL-terminated");
+        let end = self
+            .bytes
+            .iter()
+            .position(|&b| b == 0)
+            .expect("NUL-terminated");
         let s = self.take(end);
         self.take(1);
         s

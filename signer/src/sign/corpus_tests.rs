@@ -30,7 +30,11 @@ fn read_psbt(wire: &mut Wire<'_>) -> Psbt {
 
 /// hsmd's `bitcoin_redeem_2of2`: the two funding keys sorted by their serialization.
 fn funding_script(ours: &PublicKey, theirs: &PublicKey) -> ScriptBuf {
-    let (a, b) = if ours.serialize() < theirs.serialize() { (ours, theirs) } else { (theirs, ours) };
+    let (a, b) = if ours.serialize() < theirs.serialize() {
+        (ours, theirs)
+    } else {
+        (theirs, ours)
+    };
     Builder::new()
         .push_int(2)
         .push_slice(a.serialize())
@@ -60,9 +64,17 @@ struct TxSig<'a> {
 }
 
 fn check_tx_sig(reply: &mut Wire<'_>, s: TxSig<'_>, at: &str) {
-    let amount = s.psbt.inputs[s.index].witness_utxo.as_ref().expect("witness_utxo").value;
+    let amount = s.psbt.inputs[s.index]
+        .witness_utxo
+        .as_ref()
+        .expect("witness_utxo")
+        .value;
     let msg = segwit_v0_sighash(s.tx, s.index, s.script, amount, s.sighash_type).unwrap();
-    assert_eq!(reply.array::<64>(), sign_ecdsa_cln_grind(&msg, &s.key).serialize_compact(), "{at}");
+    assert_eq!(
+        reply.array::<64>(),
+        sign_ecdsa_cln_grind(&msg, &s.key).serialize_compact(),
+        "{at}"
+    );
     assert_eq!(u32::from(reply.u8()), s.sighash_type.to_u32(), "{at}");
 }
 
@@ -77,7 +89,10 @@ fn read_utxos(wire: &mut Wire<'_>, keys: &KeyManager) -> Vec<Utxo> {
     (0..wire.u16())
         .map(|_| {
             let txid = Txid::from_byte_array(wire.array());
-            let outpoint = OutPoint { txid, vout: wire.u32() };
+            let outpoint = OutPoint {
+                txid,
+                vout: wire.u32(),
+            };
             wire.u64(); // amount: signing takes it from the PSBT
             let keyindex = wire.u32();
             wire.bool();
@@ -87,12 +102,17 @@ fn read_utxos(wire: &mut Wire<'_>, keys: &KeyManager) -> Vec<Utxo> {
                 let point = wire.optional(33).map(|p| PublicKey::from_slice(p).unwrap());
                 wire.bool(); // option_anchors: the PSBT carries the witness script
                 wire.u32(); // csv
-                keys.unilateral_close_key(&peer, dbid, point.as_ref()).unwrap()
+                keys.unilateral_close_key(&peer, dbid, point.as_ref())
+                    .unwrap()
             } else {
                 keys.wallet_utxo_key(keyindex).unwrap()
             };
             wire.bool();
-            Utxo { outpoint, script_pubkey, key }
+            Utxo {
+                outpoint,
+                script_pubkey,
+                key,
+            }
         })
         .collect()
 }
@@ -100,15 +120,28 @@ fn read_utxos(wire: &mut Wire<'_>, keys: &KeyManager) -> Vec<Utxo> {
 /// libwally's `wally_psbt_sign` with `key` on input `index` of the signed PSBT: a BIP86
 /// key-path Schnorr signature for P2TR, else a grinding ECDSA signature over the input's
 /// witness script (or the P2WPKH script code).
-fn check_psbt_input(signed: &Psbt, index: usize, script_pubkey: &Script, key: &SecretKey, at: &str) {
+fn check_psbt_input(
+    signed: &Psbt,
+    index: usize,
+    script_pubkey: &Script,
+    key: &SecretKey,
+    at: &str,
+) {
     let tx = &signed.unsigned_tx;
     let input = &signed.inputs[index];
     if script_pubkey.is_p2tr() {
-        let prevouts: Vec<_> =
-            signed.inputs.iter().map(|i| i.witness_utxo.clone().expect("witness_utxo")).collect();
+        let prevouts: Vec<_> = signed
+            .inputs
+            .iter()
+            .map(|i| i.witness_utxo.clone().expect("witness_utxo"))
+            .collect();
         let msg = taproot_key_spend_sighash(tx, index, &prevouts, TapSighashType::Default).unwrap();
         let expected = sign_schnorr_no_aux(&msg, &bip86_tweaked_keypair(key));
-        assert_eq!(input.tap_key_sig.expect("key-path signature").signature, expected, "{at}");
+        assert_eq!(
+            input.tap_key_sig.expect("key-path signature").signature,
+            expected,
+            "{at}"
+        );
         return;
     }
     let pubkey = key.public_key(SECP256K1);
@@ -116,10 +149,15 @@ fn check_psbt_input(signed: &Psbt, index: usize, script_pubkey: &Script, key: &S
         Some(script) => script.clone(),
         None => ScriptBuf::new_p2pkh(&CompressedPublicKey(pubkey).pubkey_hash()),
     };
-    let sighash_type = input.sighash_type.map_or(EcdsaSighashType::All, |t| t.ecdsa_hash_ty().unwrap());
+    let sighash_type = input
+        .sighash_type
+        .map_or(EcdsaSighashType::All, |t| t.ecdsa_hash_ty().unwrap());
     let amount = input.witness_utxo.as_ref().expect("witness_utxo").value;
     let msg = segwit_v0_sighash(tx, index, &script_code, amount, sighash_type).unwrap();
-    let got = input.partial_sigs.get(&bitcoin::PublicKey::new(pubkey)).expect("our signature");
+    let got = input
+        .partial_sigs
+        .get(&bitcoin::PublicKey::new(pubkey))
+        .expect("our signature");
     assert_eq!(got.signature, sign_ecdsa_wally_grind(&msg, key), "{at}");
     assert_eq!(got.sighash_type, sighash_type, "{at}");
 }
@@ -182,31 +220,59 @@ fn check(mut ex: Exchange<'_>) -> Option<&'static str> {
         }
         (26, 126) => {
             let msg = will_fund_digest(&req.pubkey(), req.u32(), req.u32(), req.u16());
-            assert_eq!(reply.array::<64>(), sign_ecdsa_no_grind(&msg, node).serialize_compact(), "{at}");
+            assert_eq!(
+                reply.array::<64>(),
+                sign_ecdsa_no_grind(&msg, node).serialize_compact(),
+                "{at}"
+            );
             "hsmd_sign_option_will_fund_offer"
         }
         (2, 102) | (4, 104) => {
             let announcement = req.var16();
-            let (peer, dbid) = if ex.kind == 4 { (req.array::<33>(), req.u64()) } else { (peer, dbid) };
+            let (peer, dbid) = if ex.kind == 4 {
+                (req.array::<33>(), req.u64())
+            } else {
+                (peer, dbid)
+            };
             let msg = gossip_digest(announcement, CHANNEL_ANNOUNCEMENT_SIGNED_FROM).unwrap();
-            assert_eq!(reply.array::<64>(), sign_ecdsa_cln_grind(&msg, node).serialize_compact(), "{at}");
+            assert_eq!(
+                reply.array::<64>(),
+                sign_ecdsa_cln_grind(&msg, node).serialize_compact(),
+                "{at}"
+            );
             let funding = channel(&peer, dbid).funding_key;
-            assert_eq!(reply.array::<64>(), sign_ecdsa_cln_grind(&msg, &funding).serialize_compact(), "{at}");
+            assert_eq!(
+                reply.array::<64>(),
+                sign_ecdsa_cln_grind(&msg, &funding).serialize_compact(),
+                "{at}"
+            );
             "hsmd_cannouncement_sig_req / sign_any_cannouncement"
         }
         (6, 106) => {
             let msg = gossip_digest(req.var16(), NODE_ANNOUNCEMENT_SIGNED_FROM).unwrap();
-            assert_eq!(reply.array::<64>(), sign_ecdsa_cln_grind(&msg, node).serialize_compact(), "{at}");
+            assert_eq!(
+                reply.array::<64>(),
+                sign_ecdsa_cln_grind(&msg, node).serialize_compact(),
+                "{at}"
+            );
             "hsmd_node_announcement_sig_req"
         }
         (3, 103) => {
             let msg = gossip_digest(req.var16(), CHANNEL_UPDATE_SIGNED_FROM).unwrap();
             let update = reply.var16();
-            assert_eq!(update[2..66], sign_ecdsa_cln_grind(&msg, node).serialize_compact(), "{at}");
+            assert_eq!(
+                update[2..66],
+                sign_ecdsa_cln_grind(&msg, node).serialize_compact(),
+                "{at}"
+            );
             "hsmd_cupdate_sig_req"
         }
         (5, 105) | (19, 112) | (21, 112) | (29, 112) => {
-            let (peer, dbid) = if ex.kind == 5 { (req.array::<33>(), req.u64()) } else { (peer, dbid) };
+            let (peer, dbid) = if ex.kind == 5 {
+                (req.array::<33>(), req.u64())
+            } else {
+                (peer, dbid)
+            };
             let (tx, psbt) = read_tx(req);
             let remote = req.pubkey();
             let index = if ex.kind == 29 { req.u32() as usize } else { 0 };
@@ -214,16 +280,40 @@ fn check(mut ex: Exchange<'_>) -> Option<&'static str> {
             let script = funding_script(&secrets.basepoints().funding_pubkey, &remote);
             let (tx, psbt, script) = (&tx, &psbt, &script);
             let sighash_type = EcdsaSighashType::All;
-            check_tx_sig(reply, TxSig { tx, psbt, index, script, key: secrets.funding_key, sighash_type }, &at);
+            check_tx_sig(
+                reply,
+                TxSig {
+                    tx,
+                    psbt,
+                    index,
+                    script,
+                    key: secrets.funding_key,
+                    sighash_type,
+                },
+                &at,
+            );
             "funding-key signatures (commitment, mutual close, splice)"
         }
         (20, 112) => {
             let (tx, psbt) = read_tx(req);
             let script = ScriptBuf::from_bytes(req.var16().to_vec());
             let (point, anchors) = (req.pubkey(), req.bool());
-            let key = derive_simple_privkey(&channel(&peer, dbid).htlc_basepoint_secret, &point).unwrap();
-            let (tx, psbt, script, sighash_type) = (&tx, &psbt, &script, htlc_sighash_type(anchors));
-            check_tx_sig(reply, TxSig { tx, psbt, index: 0, script, key, sighash_type }, &at);
+            let key =
+                derive_simple_privkey(&channel(&peer, dbid).htlc_basepoint_secret, &point).unwrap();
+            let (tx, psbt, script, sighash_type) =
+                (&tx, &psbt, &script, htlc_sighash_type(anchors));
+            check_tx_sig(
+                reply,
+                TxSig {
+                    tx,
+                    psbt,
+                    index: 0,
+                    script,
+                    key,
+                    sighash_type,
+                },
+                &at,
+            );
             "hsmd_sign_remote_htlc_tx"
         }
         (146, 112) => {
@@ -234,8 +324,20 @@ fn check(mut ex: Exchange<'_>) -> Option<&'static str> {
             let secrets = channel(&req.array::<33>(), req.u64());
             let point = secrets.per_commitment_point(commit_num).unwrap();
             let key = derive_simple_privkey(&secrets.htlc_basepoint_secret, &point).unwrap();
-            let (tx, psbt, script, sighash_type) = (&tx, &psbt, &script, htlc_sighash_type(anchors));
-            check_tx_sig(reply, TxSig { tx, psbt, index, script, key, sighash_type }, &at);
+            let (tx, psbt, script, sighash_type) =
+                (&tx, &psbt, &script, htlc_sighash_type(anchors));
+            check_tx_sig(
+                reply,
+                TxSig {
+                    tx,
+                    psbt,
+                    index,
+                    script,
+                    key,
+                    sighash_type,
+                },
+                &at,
+            );
             "hsmd_sign_any_local_htlc_tx"
         }
         (12, 112) | (142, 112) | (13, 112) | (143, 112) | (14, 112) | (144, 112) => {
@@ -263,8 +365,20 @@ fn check(mut ex: Exchange<'_>) -> Option<&'static str> {
                 derive_revocation_privkey(&secrets.revocation_basepoint_secret, &secret).unwrap()
             };
             // hsmd signs input 0 of these one-input transactions, whatever `input` says.
-            let (tx, psbt, script, sighash_type) = (&tx, &psbt, &script, htlc_sighash_type(anchors));
-            check_tx_sig(reply, TxSig { tx, psbt, index: 0, script, key, sighash_type }, &at);
+            let (tx, psbt, script, sighash_type) =
+                (&tx, &psbt, &script, htlc_sighash_type(anchors));
+            check_tx_sig(
+                reply,
+                TxSig {
+                    tx,
+                    psbt,
+                    index: 0,
+                    script,
+                    key,
+                    sighash_type,
+                },
+                &at,
+            );
             "to-us sweeps (delayed payment, remote htlc, penalty)"
         }
         (7, 107) => {
@@ -281,8 +395,9 @@ fn check(mut ex: Exchange<'_>) -> Option<&'static str> {
                 // The anchor input is signed with the channel's funding key.
                 let funding = channel(&peer, dbid).funding_key;
                 let ours = bitcoin::PublicKey::new(funding.public_key(SECP256K1));
-                let anchors: Vec<usize> =
-                    (0..signed.inputs.len()).filter(|&i| signed.inputs[i].partial_sigs.contains_key(&ours)).collect();
+                let anchors: Vec<usize> = (0..signed.inputs.len())
+                    .filter(|&i| signed.inputs[i].partial_sigs.contains_key(&ours))
+                    .collect();
                 assert!(!anchors.is_empty(), "no anchor signature, {at}");
                 for index in anchors {
                     check_psbt_input(&signed, index, Script::new(), &funding, &at);
@@ -305,5 +420,9 @@ fn signatures_match_core_lightning() {
     });
     eprintln!("corpus signature checks: {checked:#?}");
     let expected_kinds = 15;
-    assert_eq!(checked.len(), expected_kinds, "a message kind was never checked: {checked:?}");
+    assert_eq!(
+        checked.len(),
+        expected_kinds,
+        "a message kind was never checked: {checked:?}"
+    );
 }

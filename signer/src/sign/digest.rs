@@ -78,7 +78,11 @@ pub fn bolt12_sighash(messagename: &[u8], fieldname: &[u8], merkle_root: &[u8; 3
         .chain_update(fieldname)
         .finalize()
         .into();
-    let hash = Sha256::new().chain_update(tag).chain_update(tag).chain_update(merkle_root).finalize();
+    let hash = Sha256::new()
+        .chain_update(tag)
+        .chain_update(tag)
+        .chain_update(merkle_root)
+        .finalize();
     Message::from_digest(hash.into())
 }
 
@@ -128,18 +132,34 @@ mod tests {
         for v in data {
             bits.push_str(&format!("{v:05b}"));
         }
-        let packed: Vec<u8> =
-            (0..5).map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap()).collect();
-        let expected = Sha256::new().chain_update(b"lnbc").chain_update(&packed).finalize();
-        assert_eq!(invoice_digest(b"lnbc", &data), Message::from_digest(expected.into()));
+        let packed: Vec<u8> = (0..5)
+            .map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap())
+            .collect();
+        let expected = Sha256::new()
+            .chain_update(b"lnbc")
+            .chain_update(&packed)
+            .finalize();
+        assert_eq!(
+            invoice_digest(b"lnbc", &data),
+            Message::from_digest(expected.into())
+        );
         // A trailing partial byte is zero-padded: one value is 5 bits in one byte.
-        let expected = Sha256::new().chain_update(b"x").chain_update([0b11111000]).finalize();
-        assert_eq!(invoice_digest(b"x", &[31]), Message::from_digest(expected.into()));
+        let expected = Sha256::new()
+            .chain_update(b"x")
+            .chain_update([0b11111000])
+            .finalize();
+        assert_eq!(
+            invoice_digest(b"x", &[31]),
+            Message::from_digest(expected.into())
+        );
     }
 
     #[test]
     fn invoice_hrp_stops_at_nul() {
-        assert_eq!(invoice_digest(b"lnbc\0junk", &[1, 2]), invoice_digest(b"lnbc", &[1, 2]));
+        assert_eq!(
+            invoice_digest(b"lnbc\0junk", &[1, 2]),
+            invoice_digest(b"lnbc", &[1, 2])
+        );
     }
 
     #[test]
@@ -147,7 +167,8 @@ mod tests {
         let short = vec![b'a'; 0xfc];
         let long = vec![b'a'; 0xfd];
         let expected_short = sha256d(&[b"\x18Bitcoin Signed Message:\n", &[0xfc], &short]);
-        let expected_long = sha256d(&[b"\x18Bitcoin Signed Message:\n", &[0xfd, 0xfd, 0x00], &long]);
+        let expected_long =
+            sha256d(&[b"\x18Bitcoin Signed Message:\n", &[0xfd, 0xfd, 0x00], &long]);
         assert_eq!(bip137_digest(&short), expected_short);
         assert_eq!(bip137_digest(&long), expected_long);
     }

@@ -1,0 +1,171 @@
+//! BOLT 3 building blocks the channel handlers need: the funding output's witness script, and
+//! the compact storage of the per-commitment secrets a counterparty reveals.
+//!
+//! Secret storage follows BOLT 3 "Efficient Per-commitment Secret Storage": a secret for
+//! shachain index `I` (commitment `n` has `I = 2^48 - 1 - n`) is kept at position
+//! `trailing_zeros(I)`, and every secret at a lower position must be derivable from it. At
+//! most 49 secrets are kept, and every secret received so far can be derived from them.
+
+use crate::keys::channel::{shachain_from_seed, MAX_COMMITMENT_NUMBER};
+use bitcoin::opcodes::all::OP_CHECKMULTISIG;
+use bitcoin::script::Builder;
+use bitcoin::ScriptBuf;
+use secp256k1::PublicKey;
+use std::collections::BTreeMap;
+
+/// The funding output's witness script: `2 <key1> <key2> 2 OP_CHECKMULTISIG`, the two funding
+/// keys ordered by their compressed serialization (lexicographically smaller first), as BOLT 3
+/// specifies and Core Lightning's `bitcoin_redeem_2of2` builds it.
+pub fn funding_redeem_script(ours: &PublicKey, theirs: &PublicKey) -> ScriptBuf {
+    let (a, b) = if ours.serialize() <= theirs.serialize() {
+        (ours, theirs)
+    } else {
+        (theirs, ours)
+    };
+    Builder::new()
+        .push_int(2)
+        .push_slice(a.serialize())
+        .push_slice(b.serialize())
+        .push_int(2)
+        .push_opcode(OP_CHECKMULTISIG)
+        .into_script()
+}
+
+/// The shachain index of commitment `n`.
+fn shachain_index(n: u64) -> u64 {
+    MAX_COMMITMENT_NUMBER - n
+}
+
+/// Where BOLT 3 stores the secret of index `index`: its count of trailing zero bits (48 for 0).
+fn position(index: u64) -> u32 {
+    index.trailing_zeros().min(48)
+}
+
+/// Derives the secret of `target` from a secret `base` stored at `base_index`, if `target`
+/// lies below it in the shachain tree (same bits above the base's position).
+fn derive_from(base: &[u8; 32], base_index: u64, target: u64) -> Option<[u8; 32]> {
+    let bits = position(base_index);
+    if bits >= 48 {
+        return Some(shachain_from_seed(base, target));
+    }
+    let low = (1u64 << bits) - 1;
+    (target & !low == base_index & !low).then(|| shachain_from_seed(base, target & low))
+}
+
+/// Adds the counterparty's secret for commitment `n` to the compact store `known`
+/// (commitment number -> secret), dropping the secrets now derivable from it.
+///
+/// Returns whether the new secret is consistent with the stored ones (each of them derivable
+/// from it where BOLT 3 says it must be). The secret is stored either way: the caller decides,
+/// by policy, whether an inconsistent secret may be accepted at all.
+pub fn insert_counterparty_secret(
+    known: &mut BTreeMap<u64, Vec<u8>>,
+    n: u64,
+    secret: &[u8; 32],
+) -> bool {
+    if n > MAX_COMMITMENT_NUMBER {
+        return false;
+    }
+    let index = shachain_index(n);
+    let pos = position(index);
+    let mut consistent = true;
+    known.retain(|&old_n, old_secret| {
+        if old_n > MAX_COMMITMENT_NUMBER {
+            return false;
+        }
+        let old_pos = position(shachain_index(old_n));
+        if old_pos > pos {
+            return true;
+        }
+        if old_pos < pos
+            && derive_from(secret, index, shachain_index(old_n))
+                .as_ref()
+                .map(|s| &s[..])
+                != Some(&old_secret[..])
+        {
+            consistent = false;
+        }
+        false
+    });
+    known.insert(n, secret.to_vec());
+    consistent
+}
+
+/// The counterparty's secret for commitment `n`, if it was stored or can be derived from the
+/// stored ones.
+pub fn counterparty_secret(known: &BTreeMap<u64, Vec<u8>>, n: u64) -> Option<[u8; 32]> {
+    if n > MAX_COMMITMENT_NUMBER {
+        return None;
+    }
+    let target = shachain_index(n);
+    known.iter().find_map(|(&base_n, base)| {
+        let base: [u8; 32] = base.as_slice().try_into().ok()?;
+        if base_n > MAX_COMMITMENT_NUMBER {
+            return None;
+        }
+        derive_from(&base, shachain_index(base_n), target)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::ChannelSecrets;
+    use secp256k1::{SecretKey, SECP256K1};
+
+    #[test]
+    fn funding_script_orders_keys_and_is_symmetric() {
+        let k1 = SecretKey::from_slice(&[1; 32])
+            .unwrap()
+            .public_key(SECP256K1);
+        let k2 = SecretKey::from_slice(&[2; 32])
+            .unwrap()
+            .public_key(SECP256K1);
+        let s = funding_redeem_script(&k1, &k2);
+        assert_eq!(s, funding_redeem_script(&k2, &k1));
+        let bytes = s.as_bytes();
+        assert_eq!(bytes.len(), 71);
+        assert_eq!(bytes[0], 0x52);
+        assert!(bytes[2..35] < bytes[36..69]);
+        assert_eq!(&bytes[69..], &[0x52, 0xae]);
+    }
+
+    #[test]
+    fn compact_store_keeps_every_secret_derivable() {
+        let secrets = ChannelSecrets::from_seed(&[7; 32]).unwrap();
+        let mut known = BTreeMap::new();
+        for n in 1000..1300 {
+            let s = secrets.per_commitment_secret(n).unwrap();
+            assert!(
+                insert_counterparty_secret(&mut known, n, &s),
+                "commitment {n}"
+            );
+            assert!(known.len() <= 49);
+        }
+        for n in 1000..1300 {
+            assert_eq!(
+                counterparty_secret(&known, n),
+                Some(secrets.per_commitment_secret(n).unwrap())
+            );
+        }
+        assert_eq!(counterparty_secret(&known, 1300), None);
+    }
+
+    #[test]
+    fn compact_store_detects_a_secret_from_another_chain() {
+        let secrets = ChannelSecrets::from_seed(&[7; 32]).unwrap();
+        let other = ChannelSecrets::from_seed(&[8; 32]).unwrap();
+        let mut known = BTreeMap::new();
+        assert!(insert_counterparty_secret(
+            &mut known,
+            0,
+            &secrets.per_commitment_secret(0).unwrap()
+        ));
+        // Commitment 1 has index 2^48 - 2: position 1, so commitment 0 must derive from it.
+        assert!(!insert_counterparty_secret(
+            &mut known,
+            1,
+            &other.per_commitment_secret(1).unwrap()
+        ));
+    }
+}

@@ -1,0 +1,72 @@
+//! The operator's limits: the numbers the policy rules compare against. Defaults are safe
+//! for a mainnet node; a policy file's `[limits]` table overrides any of them.
+
+use serde::{Deserialize, Serialize};
+
+/// Every limit the policy rules use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Smallest `to_self_delay` (blocks) either side may impose (`channel-to-self-delay`).
+    pub min_to_self_delay: u16,
+    /// Largest `to_self_delay` (blocks) either side may impose: funds locked longer than this
+    /// are at the mercy of the delay (`channel-to-self-delay`).
+    pub max_to_self_delay: u16,
+    /// Largest channel value in satoshis (`channel-max-value`).
+    pub max_channel_value_sat: u64,
+    /// Smallest dust limit in satoshis (`channel-dust-limit`).
+    pub min_dust_limit_sat: u64,
+    /// Largest dust limit in satoshis (`channel-dust-limit`).
+    pub max_dust_limit_sat: u64,
+    /// Smallest commitment fee rate, sat per 1000 weight (`commitment-feerate`).
+    pub min_feerate_per_kw: u32,
+    /// Largest commitment fee rate, sat per 1000 weight (`commitment-feerate`).
+    pub max_feerate_per_kw: u32,
+    /// Most HTLCs on one commitment (`commitment-htlc-limits`).
+    pub max_htlcs: usize,
+    /// Largest HTLC in millisatoshis (`commitment-htlc-limits`).
+    pub max_htlc_value_msat: u64,
+    /// Largest fee rate of an on-chain transaction we sign, sat per 1000 weight
+    /// (`onchain-fee-cap`).
+    pub max_onchain_feerate_per_kw: u64,
+    /// Largest absolute fee of an on-chain transaction we sign, satoshis (`onchain-fee-cap`).
+    pub max_onchain_fee_sat: u64,
+    /// Destinations outside the wallet that withdrawals, sweeps and closes may pay: addresses,
+    /// or extended public keys whose first 1000 receive and change addresses are allowed
+    /// (`onchain-destination-allowlisted`).
+    pub allowlist: Vec<String>,
+    /// Largest payment approved without the operator, millisatoshis (`invoice-auto-approve`).
+    pub max_auto_approve_msat: u64,
+    /// Rolling window of the velocity limit, seconds (`invoice-velocity`).
+    pub velocity_window_secs: u64,
+    /// Most satoshis paid within the window (`invoice-velocity`).
+    pub velocity_limit_sat: u64,
+    /// Most invoices tracked at once (`invoice-max-tracked`).
+    pub max_tracked_invoices: usize,
+    /// How long a payment waits for the operator's decision before it is refused, seconds.
+    pub approval_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            min_to_self_delay: 144,
+            max_to_self_delay: 2016,
+            max_channel_value_sat: 100_000_000,
+            min_dust_limit_sat: 354,
+            max_dust_limit_sat: 20_000,
+            min_feerate_per_kw: 253,
+            max_feerate_per_kw: 100_000,
+            max_htlcs: 483,
+            max_htlc_value_msat: 100_000_000_000,
+            max_onchain_feerate_per_kw: 250_000,
+            max_onchain_fee_sat: 1_000_000,
+            allowlist: Vec::new(),
+            max_auto_approve_msat: 100_000_000,
+            velocity_window_secs: 86_400,
+            velocity_limit_sat: 1_000_000,
+            max_tracked_invoices: 1_000,
+            approval_timeout_secs: 60,
+        }
+    }
+}
