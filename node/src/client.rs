@@ -112,7 +112,7 @@ pub struct RawReply {
 enum Incoming {
     Frame(RawReply),
     /// A `hsmd_client_hsmfd_reply` whose descriptor never came.
-    FrameMissingFd(Vec<u8>),
+    FrameMissingFd,
     Closed,
     Failed(ClientError),
 }
@@ -173,8 +173,8 @@ async fn read_loop(mut rd: OwnedReadHalf, takes_fds: bool, tx: mpsc::UnboundedSe
                 if takes_fds && is_hsmfd_reply {
                     match recv_fd(rd.as_ref()).await {
                         Ok(FdRecv::Fd(fd)) => Incoming::Frame(RawReply { msg, fd: Some(fd) }),
-                        Ok(FdRecv::Eof | FdRecv::NoFd) => Incoming::FrameMissingFd(msg),
-                        Err(e) if is_closed_error(&e) => Incoming::FrameMissingFd(msg),
+                        Ok(FdRecv::Eof | FdRecv::NoFd) => Incoming::FrameMissingFd,
+                        Err(e) if is_closed_error(&e) => Incoming::FrameMissingFd,
                         Err(e) => Incoming::Failed(ClientError::Io(e)),
                     }
                 } else {
@@ -289,7 +289,7 @@ impl Conn {
         self.closed = true;
         match ev {
             Incoming::Frame(_) | Incoming::Closed => ClientError::Closed,
-            Incoming::FrameMissingFd(_) => ClientError::MissingFd,
+            Incoming::FrameMissingFd => ClientError::MissingFd,
             Incoming::Failed(e) => e,
         }
     }

@@ -219,10 +219,11 @@ impl StatusLog {
     /// Waits until the channel ends (the proxy closed fd 0, normally by exiting).
     pub async fn wait_end(&self) -> StatusEnd {
         let mut rx = self.state.clone();
-        match rx.wait_for(|s| s.end.is_some()).await {
+        let end = match rx.wait_for(|s| s.end.is_some()).await {
             Ok(s) => s.end.clone().unwrap_or(StatusEnd::Eof),
             Err(_) => StatusEnd::Eof,
-        }
+        };
+        end
     }
 }
 

@@ -234,8 +234,20 @@ impl Wire for Psbt {
             return Err(r.error(DecodeErrorKind::InvalidPsbt("empty".into())));
         }
         let b = r.take(len)?;
-        Psbt::deserialize(b)
-            .map_err(|e| rewind_error(r, start, DecodeErrorKind::InvalidPsbt(e.to_string())))
+        let psbt = Psbt::deserialize(b)
+            .map_err(|e| rewind_error(r, start, DecodeErrorKind::InvalidPsbt(e.to_string())))?;
+        // rust-bitcoin ignores bytes after the last map and keeps maps sorted: a PSBT that does
+        // not serialize back to the same bytes would be re-encoded differently, so it is
+        // refused rather than silently changed (libwally, which lightningd uses, writes
+        // sorted maps and nothing after them).
+        if psbt.serialize() != b {
+            return Err(rewind_error(
+                r,
+                start,
+                DecodeErrorKind::InvalidPsbt("not canonical (trailing bytes or unsorted keys)".into()),
+            ));
+        }
+        Ok(psbt)
     }
     fn write(&self, w: &mut Vec<u8>) -> Result<(), EncodeError> {
         let b = self.serialize();

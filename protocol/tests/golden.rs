@@ -100,3 +100,14 @@ fn golden_corpus_round_trips() {
     assert!(checked > 500);
     assert!(typed_errors >= 8);
 }
+
+/// A PSBT with a byte after its last map would re-encode without it: refused instead.
+#[test]
+fn psbt_that_would_not_round_trip_is_refused() {
+    let m = hex::decode(
+        "006b0000003e70736274ff010033020000000100000000000000000000000000000000000000000000000000000000000000000000000000ffffffff0000000000000000",
+    )
+    .unwrap();
+    let e = Message::decode(&m).unwrap_err();
+    assert!(matches!(e.kind(), DecodeErrorKind::InvalidPsbt(_)), "{e}");
+}

@@ -26,7 +26,11 @@ use std::path::{Path, PathBuf};
 
 /// The `signer` command line.
 #[derive(Debug, Parser)]
-#[command(name = "signer", version, about = "The remote signer of a Lightning node")]
+#[command(
+    name = "signer",
+    version,
+    about = "The remote signer of a Lightning node"
+)]
 pub struct Cli {
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "SIGNER_CONFIG", global = true, value_name = "FILE")]
@@ -173,14 +177,23 @@ impl FileConfig {
     /// # Errors
     /// [`ConfigError::Read`] or [`ConfigError::Parse`].
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut file: FileConfig = toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut file: FileConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new(""));
-        for p in [&mut file.data_dir, &mut file.tls_dir, &mut file.policy, &mut file.passphrase_file]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut file.data_dir,
+            &mut file.tls_dir,
+            &mut file.policy,
+            &mut file.passphrase_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -211,9 +224,14 @@ impl PolicySource {
             PolicySource::Enforcing => Ok(Policy::enforcing()),
             PolicySource::WarnOnly => Ok(Policy::warn_only()),
             PolicySource::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                Policy::from_toml(&text).map_err(|source| ConfigError::Policy { path: path.clone(), source })
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Policy::from_toml(&text).map_err(|source| ConfigError::Policy {
+                    path: path.clone(),
+                    source,
+                })
             }
         }
     }
@@ -255,7 +273,11 @@ impl Settings {
     ///
     /// # Errors
     /// See [`Settings::resolve`].
-    pub fn merge(cli: &Cli, file: FileConfig, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
+    pub fn merge(
+        cli: &Cli,
+        file: FileConfig,
+        home: Option<PathBuf>,
+    ) -> Result<Settings, ConfigError> {
         let data_dir = cli
             .data_dir
             .clone()
@@ -269,8 +291,12 @@ impl Settings {
             Command::NodeId(p) => (None, None, Some(p)),
         };
         let policy = match policy_args {
-            Some(PolicyArgs { policy: Some(path), .. }) => PolicySource::File(path.clone()),
-            Some(PolicyArgs { warn_only: true, .. }) => PolicySource::WarnOnly,
+            Some(PolicyArgs {
+                policy: Some(path), ..
+            }) => PolicySource::File(path.clone()),
+            Some(PolicyArgs {
+                warn_only: true, ..
+            }) => PolicySource::WarnOnly,
             _ => match (file.policy, file.warn_only) {
                 (Some(_), true) => {
                     return Err(ConfigError::Invalid(
@@ -290,7 +316,9 @@ impl Settings {
                 .unwrap_or_else(|| data_dir.join(TLS_DIR)),
             plaintext: run.is_some_and(|r| r.plaintext) || file.plaintext,
             policy,
-            passphrase_file: passphrase.and_then(|p| p.passphrase_file.clone()).or(file.passphrase_file),
+            passphrase_file: passphrase
+                .and_then(|p| p.passphrase_file.clone())
+                .or(file.passphrase_file),
             data_dir,
         })
     }
@@ -301,14 +329,21 @@ impl Settings {
     /// [`ConfigError::Invalid`] without a proxy address; policy file errors.
     pub fn daemon_config(&self) -> Result<DaemonConfig, ConfigError> {
         let url = self.connect.clone().ok_or_else(|| {
-            ConfigError::Invalid("no proxy address: give --connect URL (or `connect` in the file)".into())
+            ConfigError::Invalid(
+                "no proxy address: give --connect URL (or `connect` in the file)".into(),
+            )
         })?;
         let security = if self.plaintext {
             LinkSecurity::Plaintext
         } else {
             LinkSecurity::MutualTls(TlsPaths::signer(&self.tls_dir))
         };
-        Ok(DaemonConfig::new(&self.data_dir, url, security, self.policy.load()?))
+        Ok(DaemonConfig::new(
+            &self.data_dir,
+            url,
+            security,
+            self.policy.load()?,
+        ))
     }
 }
 
@@ -345,7 +380,16 @@ mod tests {
         assert_eq!(s.policy, PolicySource::WarnOnly);
 
         let s = merge(
-            &["--data-dir", "/d", "run", "--connect", "http://b:2", "--plaintext", "--policy", "/p.toml"],
+            &[
+                "--data-dir",
+                "/d",
+                "run",
+                "--connect",
+                "http://b:2",
+                "--plaintext",
+                "--policy",
+                "/p.toml",
+            ],
             file,
         )
         .unwrap();
@@ -354,7 +398,12 @@ mod tests {
         assert_eq!(s.connect.as_deref(), Some("http://b:2"));
         assert!(s.plaintext);
         assert_eq!(s.policy, PolicySource::File("/p.toml".into()));
-        let c = Settings { policy: PolicySource::WarnOnly, ..s }.daemon_config().unwrap();
+        let c = Settings {
+            policy: PolicySource::WarnOnly,
+            ..s
+        }
+        .daemon_config()
+        .unwrap();
         assert_eq!(c.security, LinkSecurity::Plaintext);
         assert_eq!(c.policy.mode("revoke-in-order"), Mode::Warn);
         assert_eq!(c.proxy_url, "http://b:2");
@@ -362,7 +411,11 @@ mod tests {
 
     #[test]
     fn data_dir_flag_works_after_the_subcommand_too() {
-        let s = merge(&["node-id", "--data-dir", "/x", "--passphrase-file", "/pw"], "").unwrap();
+        let s = merge(
+            &["node-id", "--data-dir", "/x", "--passphrase-file", "/pw"],
+            "",
+        )
+        .unwrap();
         assert_eq!(s.data_dir, Path::new("/x"));
         assert_eq!(s.passphrase_file.as_deref(), Some(Path::new("/pw")));
     }
@@ -385,12 +438,19 @@ mod tests {
     fn file_paths_are_relative_to_the_file_and_typos_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("signer.toml");
-        std::fs::write(&path, "data_dir = \"data\"\npolicy = \"/abs/policy.toml\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "data_dir = \"data\"\npolicy = \"/abs/policy.toml\"\n",
+        )
+        .unwrap();
         let file = FileConfig::load(&path).unwrap();
         assert_eq!(file.data_dir.unwrap(), dir.path().join("data"));
         assert_eq!(file.policy.unwrap(), Path::new("/abs/policy.toml"));
         std::fs::write(&path, "datadir = \"data\"\n").unwrap();
-        assert!(matches!(FileConfig::load(&path), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            FileConfig::load(&path),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

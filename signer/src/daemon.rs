@@ -254,7 +254,13 @@ pub fn client_context(context: Option<&HsmRequestContext>) -> Result<ClientConte
 /// [`SignerError::Policy`], and `is_fatal` with `fatal_reason` mark a [`SignerError::Fatal`].
 pub fn response(request_id: u64, outcome: Result<Vec<u8>, SignerError>) -> SignerResponse {
     let e = match outcome {
-        Ok(message) => return SignerResponse { request_id, message, ..Default::default() },
+        Ok(message) => {
+            return SignerResponse {
+                request_id,
+                message,
+                ..Default::default()
+            }
+        }
         Err(e) => e,
     };
     let mut error = e.description();
@@ -292,15 +298,22 @@ pub fn node_id(secret: &HsmSecret) -> Result<PublicKey, KeyError> {
 /// # Errors
 /// [`DaemonError::Url`] for a bad address, [`DaemonError::Tls`] for unusable TLS files.
 pub fn endpoint(url: &str, security: &LinkSecurity) -> Result<Endpoint, DaemonError> {
-    let bad = |reason: &str| DaemonError::Url { url: url.into(), reason: reason.into() };
+    let bad = |reason: &str| DaemonError::Url {
+        url: url.into(),
+        reason: reason.into(),
+    };
     let tls = matches!(security, LinkSecurity::MutualTls(_));
     let full = match url.split_once("://") {
         None => format!("{}://{url}", if tls { "https" } else { "http" }),
         Some(("https", _)) if !tls => {
-            return Err(bad("https:// needs TLS; drop the plaintext flag or dial http://"))
+            return Err(bad(
+                "https:// needs TLS; drop the plaintext flag or dial http://",
+            ))
         }
         Some(("http", _)) if tls => {
-            return Err(bad("http:// is plaintext; dial https:// or ask for plaintext explicitly"))
+            return Err(bad(
+                "http:// is plaintext; dial https:// or ask for plaintext explicitly",
+            ))
         }
         Some(("http" | "https", _)) => url.to_string(),
         Some(_) => return Err(bad("the scheme must be http:// or https://")),
@@ -319,8 +332,10 @@ pub fn endpoint(url: &str, security: &LinkSecurity) -> Result<Endpoint, DaemonEr
 /// Reads the secret file, checks that it is usable, and opens the store.
 async fn open_signer(data_dir: &Path, policy: Policy) -> Result<Signer, DaemonError> {
     let secret_path = data_dir.join(HSM_SECRET_FILE);
-    let bytes = std::fs::read(&secret_path)
-        .map_err(|source| SecretError::Io { path: secret_path.clone(), source })?;
+    let bytes = std::fs::read(&secret_path).map_err(|source| SecretError::Io {
+        path: secret_path.clone(),
+        source,
+    })?;
     warn_if_readable_by_others(&secret_path);
     match HsmSecret::from_file_bytes(&bytes, None) {
         Ok(secret) => log::info!("node id {}", node_id(&secret)?),
@@ -336,22 +351,32 @@ async fn open_signer(data_dir: &Path, policy: Policy) -> Result<Signer, DaemonEr
         .await
         .map_err(|e| SignerError::Storage(e.to_string()))
         .and_then(|r| r)
-        .map_err(|error| DaemonError::Store { path: store_path, error })?;
+        .map_err(|error| DaemonError::Store {
+            path: store_path,
+            error,
+        })?;
     if policy_is_warn_only(&policy) {
-        log::warn!("policy: every rule in warn mode (Core Lightning's behaviour): nothing is refused");
+        log::warn!(
+            "policy: every rule in warn mode (Core Lightning's behaviour): nothing is refused"
+        );
     }
     Ok(Signer::new(bytes, store, policy))
 }
 
 fn policy_is_warn_only(policy: &Policy) -> bool {
-    crate::policy::RULES.iter().all(|(rule, _)| policy.mode(rule) == crate::policy::Mode::Warn)
+    crate::policy::RULES
+        .iter()
+        .all(|(rule, _)| policy.mode(rule) == crate::policy::Mode::Warn)
 }
 
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
-            log::warn!("{} is readable by others than its owner; chmod 600 it", path.display());
+            log::warn!(
+                "{} is readable by others than its owner; chmod 600 it",
+                path.display()
+            );
         }
     }
 }
@@ -416,7 +441,10 @@ async fn serve_link(
             _ = tick.tick() => lanes.drop_idle(),
         }
     };
-    LinkEnd::Lost { lasted: opened.elapsed(), reason }
+    LinkEnd::Lost {
+        lasted: opened.elapsed(),
+        reason,
+    }
 }
 
 /// After the signer's half is closed, waits (at most `grace`) for the proxy to close its half:
@@ -425,7 +453,10 @@ async fn serve_link(
 async fn close_gracefully(inbound: &mut Streaming<SignerRequest>, grace: Duration) {
     let drain = async {
         while let Ok(Some(request)) = inbound.message().await {
-            log::info!("request {} arrived during shutdown; left for the next stream", request.request_id);
+            log::info!(
+                "request {} arrived during shutdown; left for the next stream",
+                request.request_id
+            );
         }
     };
     if tokio::time::timeout(grace, drain).await.is_err() {
@@ -458,7 +489,10 @@ struct Backoff {
 
 impl Backoff {
     fn new(policy: Reconnect) -> Self {
-        Backoff { policy, next: policy.initial_delay }
+        Backoff {
+            policy,
+            next: policy.initial_delay,
+        }
     }
 
     fn reset(&mut self) {
@@ -523,13 +557,25 @@ struct Lanes<H> {
 
 impl<H: Handler> Lanes<H> {
     fn new(handler: Arc<H>, idle_timeout: Duration) -> Self {
-        Lanes { handler, idle_timeout, lanes: HashMap::new() }
+        Lanes {
+            handler,
+            idle_timeout,
+            lanes: HashMap::new(),
+        }
     }
 
     /// Queues `request` on its channel's lane; its response goes to `reply_to`. A request
     /// whose context is malformed is answered at once with an error.
-    fn dispatch(&mut self, request: SignerRequest, reply_to: &mpsc::UnboundedSender<SignerResponse>) {
-        let SignerRequest { request_id, context, message } = request;
+    fn dispatch(
+        &mut self,
+        request: SignerRequest,
+        reply_to: &mpsc::UnboundedSender<SignerResponse>,
+    ) {
+        let SignerRequest {
+            request_id,
+            context,
+            message,
+        } = request;
         let client = match client_context(context.as_ref()) {
             Ok(client) => client,
             Err(e) => {
@@ -539,10 +585,18 @@ impl<H: Handler> Lanes<H> {
             }
         };
         let key = (!client.is_master).then(|| client.channel_key());
-        let mut job = Job { request_id, client, message, reply_to: reply_to.clone() };
+        let mut job = Job {
+            request_id,
+            client,
+            message,
+            reply_to: reply_to.clone(),
+        };
         loop {
             let handler = &self.handler;
-            let lane = self.lanes.entry(key).or_insert_with(|| Lane::spawn(handler.clone(), key));
+            let lane = self
+                .lanes
+                .entry(key)
+                .or_insert_with(|| Lane::spawn(handler.clone(), key));
             lane.last_used = Instant::now();
             lane.pending.fetch_add(1, Ordering::SeqCst);
             match lane.queue.send(job) {
@@ -579,7 +633,12 @@ impl Lane {
         let (queue, jobs) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(lane_task(handler, key, jobs, pending.clone()));
-        Lane { queue, pending, last_used: Instant::now(), task }
+        Lane {
+            queue,
+            pending,
+            last_used: Instant::now(),
+            task,
+        }
     }
 }
 
@@ -594,7 +653,13 @@ async fn lane_task<H: Handler>(
         None => "master".to_string(),
         Some(k) => format!("{}/{}", k.peer_id, k.dbid),
     };
-    while let Some(Job { request_id, client, message, reply_to }) = jobs.recv().await {
+    while let Some(Job {
+        request_id,
+        client,
+        message,
+        reply_to,
+    }) = jobs.recv().await
+    {
         let started = Instant::now();
         let msg_type = message.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
         let handler = handler.clone();
@@ -604,12 +669,16 @@ async fn lane_task<H: Handler>(
         .await
         .unwrap_or_else(|e| {
             log::error!("request {request_id} on lane {lane}: the handler failed: {e}");
-            Err(SignerError::BadRequest(format!("internal error: the handler failed ({e})")))
+            Err(SignerError::BadRequest(format!(
+                "internal error: the handler failed ({e})"
+            )))
         });
         let took = started.elapsed();
         let msg_type = msg_type.map_or("?".to_string(), |t| t.to_string());
         match &outcome {
-            Ok(_) => log::debug!("request {request_id} (type {msg_type}) on lane {lane}: answered in {took:.1?}"),
+            Ok(_) => log::debug!(
+                "request {request_id} (type {msg_type}) on lane {lane}: answered in {took:.1?}"
+            ),
             Err(e @ (SignerError::Temporary(_) | SignerError::Storage(_))) => log::info!(
                 "request {request_id} (type {msg_type}) on lane {lane}: temporary failure: {}",
                 e.description()
@@ -638,11 +707,19 @@ mod tests {
 
     #[test]
     fn context_maps_to_a_client() {
-        let ctx = HsmRequestContext { peer_id: vec![2; 33], dbid: 7, capabilities: 0b101 };
+        let ctx = HsmRequestContext {
+            peer_id: vec![2; 33],
+            dbid: 7,
+            capabilities: 0b101,
+        };
         let client = client_context(Some(&ctx)).unwrap();
         assert_eq!(
             client,
-            ClientContext::client(NodeId::from_bytes([2; 33]), 7, Permissions::from_bits(0b101))
+            ClientContext::client(
+                NodeId::from_bytes([2; 33]),
+                7,
+                Permissions::from_bits(0b101)
+            )
         );
         assert!(!client.is_master);
     }
@@ -650,9 +727,15 @@ mod tests {
     #[test]
     fn bad_peer_id_length_is_a_bad_request() {
         for len in [0, 32, 34, 65] {
-            let ctx = HsmRequestContext { peer_id: vec![2; len], dbid: 1, capabilities: 1 };
+            let ctx = HsmRequestContext {
+                peer_id: vec![2; len],
+                dbid: 1,
+                capabilities: 1,
+            };
             match client_context(Some(&ctx)) {
-                Err(SignerError::BadRequest(d)) => assert!(d.contains(&format!("{len}-byte")), "{d}"),
+                Err(SignerError::BadRequest(d)) => {
+                    assert!(d.contains(&format!("{len}-byte")), "{d}")
+                }
                 other => panic!("{len} bytes: {other:?}"),
             }
         }
@@ -661,7 +744,14 @@ mod tests {
     #[test]
     fn reply_maps_to_message() {
         let r = response(9, Ok(vec![0, 100, 1]));
-        assert_eq!(r, SignerResponse { request_id: 9, message: vec![0, 100, 1], ..Default::default() });
+        assert_eq!(
+            r,
+            SignerResponse {
+                request_id: 9,
+                message: vec![0, 100, 1],
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
@@ -671,12 +761,21 @@ mod tests {
         assert!(r.message.is_empty() && !r.is_temporary_failure && !r.is_fatal);
         assert_eq!(r.policy_rule, "");
 
-        let r = response(2, Err(SignerError::Policy { rule: "revoke-in-order", detail: "x".into() }));
+        let r = response(
+            2,
+            Err(SignerError::Policy {
+                rule: "revoke-in-order",
+                detail: "x".into(),
+            }),
+        );
         assert_eq!(r.error, "policy revoke-in-order: x");
         assert_eq!(r.policy_rule, "revoke-in-order");
         assert!(!r.is_temporary_failure && !r.is_fatal);
 
-        for e in [SignerError::Temporary("busy".into()), SignerError::Storage("disk".into())] {
+        for e in [
+            SignerError::Temporary("busy".into()),
+            SignerError::Storage("disk".into()),
+        ] {
             let r = response(3, Err(e.clone()));
             assert!(r.is_temporary_failure, "{e:?}");
             assert_eq!(r.error, e.description());
@@ -684,7 +783,13 @@ mod tests {
         }
 
         for reason in [FAIL_MASTER_IO, FAIL_INTERNAL_ERROR] {
-            let r = response(4, Err(SignerError::Fatal { reason, message: "hsmd would exit".into() }));
+            let r = response(
+                4,
+                Err(SignerError::Fatal {
+                    reason,
+                    message: "hsmd would exit".into(),
+                }),
+            );
             assert!(r.is_fatal && !r.is_temporary_failure);
             assert_eq!(r.fatal_reason, u32::from(reason));
             assert_eq!(r.error, "hsmd would exit");
@@ -692,19 +797,39 @@ mod tests {
         }
 
         // Never an empty error, which would read as an empty reply.
-        assert!(!response(5, Err(SignerError::BadRequest(String::new()))).error.is_empty());
+        assert!(!response(5, Err(SignerError::BadRequest(String::new())))
+            .error
+            .is_empty());
     }
 
     #[test]
     fn endpoint_schemes_follow_the_security() {
         let plain = LinkSecurity::Plaintext;
-        assert_eq!(endpoint("127.0.0.1:7701", &plain).unwrap().uri().scheme_str(), Some("http"));
+        assert_eq!(
+            endpoint("127.0.0.1:7701", &plain)
+                .unwrap()
+                .uri()
+                .scheme_str(),
+            Some("http")
+        );
         assert!(endpoint("http://127.0.0.1:7701", &plain).is_ok());
-        assert!(matches!(endpoint("https://127.0.0.1:7701", &plain), Err(DaemonError::Url { .. })));
-        assert!(matches!(endpoint("ftp://127.0.0.1:7701", &plain), Err(DaemonError::Url { .. })));
+        assert!(matches!(
+            endpoint("https://127.0.0.1:7701", &plain),
+            Err(DaemonError::Url { .. })
+        ));
+        assert!(matches!(
+            endpoint("ftp://127.0.0.1:7701", &plain),
+            Err(DaemonError::Url { .. })
+        ));
         let tls = LinkSecurity::MutualTls(TlsPaths::signer("/nonexistent"));
-        assert!(matches!(endpoint("http://127.0.0.1:7701", &tls), Err(DaemonError::Url { .. })));
-        assert!(matches!(endpoint("https://127.0.0.1:7701", &tls), Err(DaemonError::Tls(_))));
+        assert!(matches!(
+            endpoint("http://127.0.0.1:7701", &tls),
+            Err(DaemonError::Url { .. })
+        ));
+        assert!(matches!(
+            endpoint("https://127.0.0.1:7701", &tls),
+            Err(DaemonError::Tls(_))
+        ));
     }
 
     #[test]
@@ -714,7 +839,11 @@ mod tests {
         let mut base = policy.initial_delay;
         for _ in 0..12 {
             let d = b.next_delay();
-            assert!(d >= base / 2 && d <= base, "{d:?} not in [{:?}, {base:?}]", base / 2);
+            assert!(
+                d >= base / 2 && d <= base,
+                "{d:?} not in [{:?}, {base:?}]",
+                base / 2
+            );
             base = (base * 2).min(policy.max_delay);
         }
         assert_eq!(base, policy.max_delay);
@@ -729,7 +858,12 @@ mod tests {
     }
 
     impl Handler for Recorder {
-        fn handle(&self, _: &ClientContext, id: Option<u64>, request: &[u8]) -> Result<Vec<u8>, SignerError> {
+        fn handle(
+            &self,
+            _: &ClientContext,
+            id: Option<u64>,
+            request: &[u8],
+        ) -> Result<Vec<u8>, SignerError> {
             if request.first() == Some(&0xff) {
                 std::thread::sleep(Duration::from_millis(300));
             }
@@ -739,8 +873,16 @@ mod tests {
     }
 
     fn request(id: u64, dbid: Option<u64>, message: Vec<u8>) -> SignerRequest {
-        let context = dbid.map(|dbid| HsmRequestContext { peer_id: vec![3; 33], dbid, capabilities: 1 });
-        SignerRequest { request_id: id, context, message }
+        let context = dbid.map(|dbid| HsmRequestContext {
+            peer_id: vec![3; 33],
+            dbid,
+            capabilities: 1,
+        });
+        SignerRequest {
+            request_id: id,
+            context,
+            message,
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -763,11 +905,18 @@ mod tests {
         assert_eq!(lanes.lanes.len(), 3);
 
         // A bad context is answered at once, on no lane.
-        lanes.dispatch(SignerRequest {
-            request_id: 6,
-            context: Some(HsmRequestContext { peer_id: vec![1; 5], dbid: 0, capabilities: 0 }),
-            message: vec![0],
-        }, &out);
+        lanes.dispatch(
+            SignerRequest {
+                request_id: 6,
+                context: Some(HsmRequestContext {
+                    peer_id: vec![1; 5],
+                    dbid: 0,
+                    capabilities: 0,
+                }),
+                message: vec![0],
+            },
+            &out,
+        );
         let r = replies.recv().await.unwrap();
         assert_eq!(r.request_id, 6);
         assert!(!r.error.is_empty());
@@ -785,7 +934,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         lanes.drop_idle();
         // Lane 1 was idle; lane 2 still has its slow request in flight.
-        assert_eq!(lanes.lanes.keys().map(|k| k.unwrap().dbid).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            lanes
+                .lanes
+                .keys()
+                .map(|k| k.unwrap().dbid)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
         lanes.dispatch(request(3, Some(2), vec![0xff]), &out);
         lanes.finish().await;
         assert!(lanes.lanes.is_empty());

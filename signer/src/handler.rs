@@ -6,6 +6,7 @@
 //! transaction, committed before the reply is returned, together with the reply itself so
 //! that a repeated request id gets the same reply without moving state twice.
 
+use crate::approvals::Approvals;
 use crate::context::{ChannelKey, ClientContext};
 use crate::error::{Result, SignerError, FAIL_INTERNAL_ERROR, FAIL_MASTER_IO};
 use crate::handlers;
@@ -53,13 +54,20 @@ pub struct Signer {
     session: RwLock<Option<Arc<Session>>>,
     store: Store,
     policy: Policy,
+    approvals: Approvals,
 }
 
 impl Signer {
     /// A signer for the `hsm_secret` file contents `secret_file` (any format Core Lightning
     /// writes; a passphrase, if needed, comes with `hsmd_init`).
     pub fn new(secret_file: Vec<u8>, store: Store, policy: Policy) -> Signer {
-        Signer { secret_file: Zeroizing::new(secret_file), session: RwLock::new(None), store, policy }
+        Signer {
+            secret_file: Zeroizing::new(secret_file),
+            session: RwLock::new(None),
+            store,
+            policy,
+            approvals: Approvals::default(),
+        }
     }
 
     /// The policy in force.
@@ -70,6 +78,11 @@ impl Signer {
     /// The state store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The operator's approval queue.
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
     }
 
     /// The session established by the last `hsmd_init`, if any.
@@ -122,18 +135,21 @@ impl Signer {
             client,
             policy: &self.policy,
             store: &self.store,
+            approvals: &self.approvals,
             txn: None,
         };
+        // Requests of one client come in order (one lane per channel), so reading the cache
+        // before the handler's transaction begins cannot miss a concurrent twin.
         if let Some((id, hash)) = &cache {
-            if let Some(reply) = req.txn()?.cached_reply(&client.channel_key(), *id, hash)? {
+            if let Some(reply) = self.store.cached_reply(&client.channel_key(), *id, hash)? {
                 return Ok(reply);
             }
         }
         let reply = encode(handlers::dispatch(&mut req, msg)?)?;
-        if let Some(mut txn) = req.txn.take() {
-            if let Some((id, hash)) = &cache {
-                txn.put_reply(&client.channel_key(), *id, hash, &reply)?;
-            }
+        if let Some((id, hash)) = &cache {
+            req.txn()?.put_reply(&client.channel_key(), *id, hash, &reply)?;
+        }
+        if let Some(txn) = req.txn.take() {
             txn.commit()?;
         }
         Ok(reply)
@@ -242,13 +258,47 @@ pub struct Req<'a> {
     /// The policy in force.
     pub policy: &'a Policy,
     store: &'a Store,
+    /// The operator's approval queue.
+    pub approvals: &'a Approvals,
     txn: Option<Txn>,
 }
 
-impl Req<'_> {
+impl<'a> Req<'a> {
+    /// A request context outside [`Signer::handle`], for unit tests of rules.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        session: &'a Session,
+        client: &'a ClientContext,
+        policy: &'a Policy,
+        store: &'a Store,
+        approvals: &'a Approvals,
+    ) -> Req<'a> {
+        Req { session, client, policy, store, approvals, txn: None }
+    }
+
+    /// Commits what a [`Req::for_test`] request wrote.
+    #[cfg(test)]
+    pub(crate) fn commit_for_test(mut self) -> Result<()> {
+        match self.txn.take() {
+            Some(t) => t.commit(),
+            None => Ok(()),
+        }
+    }
+
     /// The node's keys.
     pub fn keys(&self) -> &KeyManager {
         &self.session.keys
+    }
+
+    /// The store, for what must be committed apart from this request (the approval queue).
+    /// Never use it while this request's transaction is open: redb has one writer.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// Whether this request has begun its write transaction.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
     }
 
     /// This request's write transaction, begun on first use.

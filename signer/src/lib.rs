@@ -9,16 +9,23 @@
 //! - [`policy`]: named rules, each enforced or warned;
 //! - [`store`]: durable per-channel state and the reply cache, in redb;
 //! - [`bolt3`]: the funding script and the counterparty's per-commitment secret storage;
-//! - [`context`], [`error`]: who asks, and what can go wrong.
+//! - [`context`], [`error`]: who asks, and what can go wrong;
+//! - [`daemon`]: the `signer run` daemon that dials the proxy and answers its requests;
+//! - [`config`]: the `signer` command line and configuration file.
 
 pub mod bolt3;
+pub mod config;
+pub mod approvals;
 pub mod context;
+pub mod daemon;
 pub mod error;
+pub mod gossip;
 pub mod handler;
 mod handlers;
 pub mod keys;
 pub mod limits;
 pub mod policy;
+mod policy_onchain;
 mod psbt_sign;
 pub mod secret;
 pub mod sign;

@@ -45,6 +45,12 @@ pub struct Limits {
     pub max_tracked_invoices: usize,
     /// How long a payment waits for the operator's decision before it is refused, seconds.
     pub approval_timeout_secs: u64,
+    /// Routing fees allowed on top of an approved amount, parts per million
+    /// (`payment-within-approved-amount`).
+    pub max_routing_fee_ppm: u64,
+    /// Routing fees allowed on top of an approved amount, fixed part in millisatoshis
+    /// (`payment-within-approved-amount`).
+    pub max_routing_fee_base_msat: u64,
 }
 
 impl Default for Limits {
@@ -67,6 +73,8 @@ impl Default for Limits {
             velocity_limit_sat: 1_000_000,
             max_tracked_invoices: 1_000,
             approval_timeout_secs: 60,
+            max_routing_fee_ppm: 10_000,
+            max_routing_fee_base_msat: 5_000,
         }
     }
 }

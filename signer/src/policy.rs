@@ -39,6 +39,18 @@ pub const RULES: &[(&str, &str)] = &[
         "the previous counterparty commitment is revoked before the next one is signed",
     ),
     ("channel-known", "channel signatures need a channel that was set up and not forgotten"),
+    ("invoice-valid", "a payment to preapprove must be a well-formed BOLT 11 invoice"),
+    ("invoice-not-expired", "never preapprove an expired invoice"),
+    ("invoice-max-tracked", "at most max_tracked_invoices payments are tracked at once"),
+    ("invoice-velocity", "at most velocity_limit_sat paid within velocity_window_secs"),
+    (
+        "invoice-auto-approve",
+        "payments above max_auto_approve_msat (or without an amount) wait for the operator",
+    ),
+    (
+        "payment-within-approved-amount",
+        "HTLCs offered for a preapproved payment stay within its amount plus routing fees",
+    ),
 ];
 
 /// What a rule does when it is violated.

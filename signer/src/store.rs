@@ -7,6 +7,7 @@
 use crate::context::ChannelKey;
 use crate::error::{Result, SignerError};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +15,30 @@ use std::path::Path;
 const CHANNELS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("channels");
 const REPLIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("replies");
 const OUTPOINTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locked_outpoints");
+const PAYMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("payments");
+const APPROVALS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("approvals");
+const CHANNEL_PAYMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("channel_payments");
+
+/// Tables of JSON records keyed by bytes, for state other than channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// Preapproved payments, by payment hash.
+    Payments,
+    /// The operator's approval queue and decisions, by payment hash.
+    Approvals,
+    /// Preapproved payments with HTLCs outgoing on a channel, by channel key.
+    ChannelPayments,
+}
+
+impl Records {
+    fn table(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        match self {
+            Records::Payments => PAYMENTS,
+            Records::Approvals => APPROVALS,
+            Records::ChannelPayments => CHANNEL_PAYMENTS,
+        }
+    }
+}
 
 /// How many replies per client the cache keeps (request ids are increasing per proxy session;
 /// a repeat is always one of the most recent ones).
@@ -81,6 +106,9 @@ impl Store {
         txn.inner.open_table(CHANNELS).map_err(storage)?;
         txn.inner.open_table(REPLIES).map_err(storage)?;
         txn.inner.open_table(OUTPOINTS).map_err(storage)?;
+        txn.inner.open_table(PAYMENTS).map_err(storage)?;
+        txn.inner.open_table(APPROVALS).map_err(storage)?;
+        txn.inner.open_table(CHANNEL_PAYMENTS).map_err(storage)?;
         txn.commit()
     }
 
@@ -99,6 +127,38 @@ impl Store {
         let table = txn.open_table(CHANNELS).map_err(storage)?;
         let v = table.get(&key.to_bytes()[..]).map_err(storage)?;
         v.map(|v| decode_state(v.value())).transpose()
+    }
+
+    /// The reply already given to this client's request, as last committed (see
+    /// [`Txn::cached_reply`]).
+    pub fn cached_reply(
+        &self,
+        client: &ChannelKey,
+        request_id: u64,
+        request_hash: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(REPLIES).map_err(storage)?;
+        let v = table.get(&reply_key(client, request_id)[..]).map_err(storage)?;
+        Ok(v.and_then(|v| {
+            let v = v.value();
+            (v.len() >= 32 && &v[..32] == request_hash).then(|| v[32..].to_vec())
+        }))
+    }
+
+    /// A record, as last committed.
+    pub fn record<T: DeserializeOwned>(&self, kind: Records, key: &[u8]) -> Result<Option<T>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(kind.table()).map_err(storage)?;
+        let v = table.get(key).map_err(storage)?;
+        v.map(|v| serde_json::from_slice(v.value()).map_err(storage)).transpose()
+    }
+
+    /// Every record of a table, as last committed.
+    pub fn records<T: DeserializeOwned>(&self, kind: Records) -> Result<Vec<(Vec<u8>, T)>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(kind.table()).map_err(storage)?;
+        collect_records(table.iter().map_err(storage)?)
     }
 
     /// Every channel, for inspection.
@@ -214,6 +274,34 @@ impl Txn {
         }))
     }
 
+    /// A record, as of this transaction.
+    pub fn record<T: DeserializeOwned>(&self, kind: Records, key: &[u8]) -> Result<Option<T>> {
+        let table = self.inner.open_table(kind.table()).map_err(storage)?;
+        let v = table.get(key).map_err(storage)?;
+        v.map(|v| serde_json::from_slice(v.value()).map_err(storage)).transpose()
+    }
+
+    /// Every record of a table, as of this transaction.
+    pub fn records<T: DeserializeOwned>(&self, kind: Records) -> Result<Vec<(Vec<u8>, T)>> {
+        let table = self.inner.open_table(kind.table()).map_err(storage)?;
+        collect_records(table.iter().map_err(storage)?)
+    }
+
+    /// Replaces a record.
+    pub fn put_record<T: Serialize>(&mut self, kind: Records, key: &[u8], value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(storage)?;
+        let mut table = self.inner.open_table(kind.table()).map_err(storage)?;
+        table.insert(key, &bytes[..]).map_err(storage)?;
+        Ok(())
+    }
+
+    /// Removes a record, if present.
+    pub fn remove_record(&mut self, kind: Records, key: &[u8]) -> Result<()> {
+        let mut table = self.inner.open_table(kind.table()).map_err(storage)?;
+        table.remove(key).map_err(storage)?;
+        Ok(())
+    }
+
     /// Makes every change of this transaction durable (flushed to disk unless the store is
     /// [`Store::temporary`]).
     pub fn commit(self) -> Result<()> {
@@ -226,6 +314,17 @@ fn reply_key(client: &ChannelKey, request_id: u64) -> [u8; 49] {
     k[..41].copy_from_slice(&client.to_bytes());
     k[41..].copy_from_slice(&request_id.to_be_bytes());
     k
+}
+
+fn collect_records<T: DeserializeOwned>(
+    iter: redb::Range<'_, &'static [u8], &'static [u8]>,
+) -> Result<Vec<(Vec<u8>, T)>> {
+    let mut out = Vec::new();
+    for entry in iter {
+        let (k, v) = entry.map_err(storage)?;
+        out.push((k.value().to_vec(), serde_json::from_slice(v.value()).map_err(storage)?));
+    }
+    Ok(out)
 }
 
 fn decode_state(b: &[u8]) -> Result<ChannelState> {

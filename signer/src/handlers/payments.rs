@@ -1,36 +1,478 @@
-//! Payment preapproval: lightningd asks before it pays an invoice or sends a keysend.
+//! Payment preapproval: lightningd asks before it pays an invoice or sends a keysend, and the
+//! operator's limits decide.
 //!
-//! Core Lightning's hsmd approves every payment; the `_check` variants are answered with the
-//! plain reply types (138 / 139), as hsmd does. The operator's limits and approval queue
-//! decide here once configured.
+//! In warn mode every payment is approved, as Core Lightning's hsmd does (the `_check`
+//! variants are answered with the plain reply types 138 / 139, as hsmd does). In enforce
+//! mode, rules refuse expired invoices (`invoice-not-expired`), unparseable ones
+//! (`invoice-valid`), more tracked payments than the limit (`invoice-max-tracked`), more than
+//! the velocity limit within its window (`invoice-velocity`), and hold anything above the
+//! auto-approve limit for the operator (`invoice-auto-approve`). A refusal is a reply with
+//! `approved = false` (hsmd's protocol has no error for it), followed by the reason as a
+//! NUL-terminated string, which Core Lightning ignores as trailing bytes.
+//!
+//! Approved payments are tracked by payment hash; [`check_outgoing_htlcs`] keeps the HTLCs we
+//! offer for one within its approved amount plus routing fees, however they are split across
+//! channels (`payment-within-approved-amount`).
 
-use crate::error::Result;
+use crate::approvals::{now, Approval, Decision};
+use crate::context::ChannelKey;
+use crate::error::{Result, SignerError};
 use crate::handler::Req;
+use crate::policy::Mode;
+use crate::store::Records;
+use bitcoin::hashes::Hash;
 use protocol::msgs::*;
+use protocol::types::{HsmHtlc, Side};
 use protocol::Message;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A payment lightningd asked to preapprove.
+struct Payment {
+    hash: [u8; 32],
+    kind: &'static str,
+    amount_msat: Option<u64>,
+    /// Unix seconds after which the invoice may no longer be paid.
+    expires_at: Option<u64>,
+    detail: String,
+}
+
+/// An approved payment, as tracked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PaymentRecord {
+    kind: String,
+    amount_msat: Option<u64>,
+    approved_at: u64,
+    expires_at: Option<u64>,
+    /// HTLCs we offer for it on each channel's latest commitment (channel key hex -> msat).
+    #[serde(default)]
+    outgoing: BTreeMap<String, u64>,
+}
 
 /// Answers `PreapproveInvoice`.
-pub(crate) fn preapprove_invoice(_r: &mut Req<'_>, _m: PreapproveInvoice) -> Result<Message> {
-    Ok(PreapproveInvoiceReply::new(true).into())
+pub(crate) fn preapprove_invoice(r: &mut Req<'_>, m: PreapproveInvoice) -> Result<Message> {
+    let approved = invoice(r, &m.invstring.to_string_lossy(), false);
+    reply_invoice(approved)
 }
 
 /// Answers `PreapproveKeysend`.
-pub(crate) fn preapprove_keysend(_r: &mut Req<'_>, _m: PreapproveKeysend) -> Result<Message> {
-    Ok(PreapproveKeysendReply::new(true).into())
+pub(crate) fn preapprove_keysend(r: &mut Req<'_>, m: PreapproveKeysend) -> Result<Message> {
+    let p = keysend_payment(&m.destination, &m.payment_hash, m.amount_msat.to_msat());
+    reply_keysend(preapprove(r, p, false))
 }
 
 /// Answers `PreapproveInvoiceCheck` (with hsmd's reply type 138).
-pub(crate) fn preapprove_invoice_check(
-    _r: &mut Req<'_>,
-    _m: PreapproveInvoiceCheck,
-) -> Result<Message> {
-    Ok(PreapproveInvoiceReply::new(true).into())
+pub(crate) fn preapprove_invoice_check(r: &mut Req<'_>, m: PreapproveInvoiceCheck) -> Result<Message> {
+    let approved = invoice(r, &m.invstring.to_string_lossy(), m.check_only);
+    reply_invoice(approved)
 }
 
 /// Answers `PreapproveKeysendCheck` (with hsmd's reply type 139).
-pub(crate) fn preapprove_keysend_check(
-    _r: &mut Req<'_>,
-    _m: PreapproveKeysendCheck,
-) -> Result<Message> {
-    Ok(PreapproveKeysendReply::new(true).into())
+pub(crate) fn preapprove_keysend_check(r: &mut Req<'_>, m: PreapproveKeysendCheck) -> Result<Message> {
+    let p = keysend_payment(&m.destination, &m.payment_hash, m.amount_msat.to_msat());
+    reply_keysend(preapprove(r, p, m.check_only))
+}
+
+fn keysend_payment(
+    destination: &protocol::types::NodeId,
+    hash: &bitcoin::hashes::sha256::Hash,
+    amount_msat: u64,
+) -> Payment {
+    Payment {
+        hash: hash.to_byte_array(),
+        kind: "keysend",
+        amount_msat: Some(amount_msat),
+        expires_at: None,
+        detail: destination.to_string(),
+    }
+}
+
+/// The outcome of a preapproval: approved, or refused with the rule's reason.
+type Verdict = Result<std::result::Result<(), String>>;
+
+fn invoice(r: &mut Req<'_>, invstring: &str, check_only: bool) -> Verdict {
+    let inv = match lightning_invoice::Bolt11Invoice::from_str(invstring) {
+        Ok(i) => i,
+        Err(e) => {
+            return refusal(r.policy.check("invoice-valid", false, || {
+                format!("not a BOLT 11 invoice: {e}")
+            }));
+        }
+    };
+    let expires_at = inv.duration_since_epoch().as_secs().saturating_add(inv.expiry_time().as_secs());
+    let p = Payment {
+        hash: *inv.payment_hash().as_byte_array(),
+        kind: "invoice",
+        amount_msat: inv.amount_milli_satoshis(),
+        expires_at: Some(expires_at),
+        detail: invstring.to_string(),
+    };
+    preapprove(r, p, check_only)
+}
+
+/// A policy refusal becomes a negative verdict; warn mode (Ok) approves.
+fn refusal(check: Result<()>) -> Verdict {
+    match check {
+        Ok(()) => Ok(Ok(())),
+        Err(e @ SignerError::Policy { .. }) => Ok(Err(e.description())),
+        Err(e) => Err(e),
+    }
+}
+
+fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
+    let now = now();
+    let limits = r.policy.limits.clone();
+    let existing: Option<PaymentRecord> = r.store().record(Records::Payments, &p.hash)?;
+    if existing.as_ref().is_some_and(|e| e.amount_msat == p.amount_msat) {
+        // Asked again for a payment already approved: nothing new to count.
+        return Ok(Ok(()));
+    }
+    if let Some(exp) = p.expires_at {
+        let v = refusal(r.policy.check("invoice-not-expired", now < exp, || {
+            format!("invoice expired {} s ago", now.saturating_sub(exp))
+        }))?;
+        if v.is_err() {
+            return Ok(v);
+        }
+    }
+    let tracked: Vec<PaymentRecord> =
+        r.store().records::<PaymentRecord>(Records::Payments)?.into_iter().map(|(_, v)| v).collect();
+    let window_start = now.saturating_sub(limits.velocity_window_secs);
+    let live = tracked
+        .iter()
+        .filter(|t| t.expires_at.map_or(t.approved_at >= window_start, |e| e > now))
+        .count();
+    let v = refusal(r.policy.check("invoice-max-tracked", live < limits.max_tracked_invoices, || {
+        format!("{live} payments tracked, the limit is {}", limits.max_tracked_invoices)
+    }))?;
+    if v.is_err() {
+        return Ok(v);
+    }
+    let spent_msat: u64 = tracked
+        .iter()
+        .filter(|t| t.approved_at >= window_start)
+        .filter_map(|t| t.amount_msat)
+        .fold(0u64, u64::saturating_add);
+    let amount = p.amount_msat.unwrap_or(0);
+    let limit_msat = limits.velocity_limit_sat.saturating_mul(1000);
+    let v = refusal(r.policy.check("invoice-velocity", spent_msat.saturating_add(amount) <= limit_msat, || {
+        format!(
+            "{} msat within {} s plus {amount} msat exceeds {limit_msat} msat",
+            spent_msat, limits.velocity_window_secs
+        )
+    }))?;
+    if v.is_err() {
+        return Ok(v);
+    }
+    let needs_operator = p.amount_msat.is_none_or(|a| a > limits.max_auto_approve_msat);
+    if needs_operator {
+        let v = operator(r, &p, check_only, &limits)?;
+        if v.is_err() {
+            return Ok(v);
+        }
+    }
+    if !check_only {
+        let rec = PaymentRecord {
+            kind: p.kind.into(),
+            amount_msat: p.amount_msat,
+            approved_at: now,
+            expires_at: p.expires_at,
+            outgoing: BTreeMap::new(),
+        };
+        r.txn()?.put_record(Records::Payments, &p.hash, &rec)?;
+    }
+    Ok(Ok(()))
+}
+
+/// `invoice-auto-approve`: above the limit (or without an amount) the operator decides.
+fn operator(r: &mut Req<'_>, p: &Payment, check_only: bool, limits: &crate::limits::Limits) -> Verdict {
+    let rule = "invoice-auto-approve";
+    let amount = p.amount_msat.map_or("an unspecified amount".into(), |a| format!("{a} msat"));
+    if r.policy.mode(rule) == Mode::Warn {
+        log::warn!("policy {rule} (warn only): {amount} approved without the operator");
+        return Ok(Ok(()));
+    }
+    let decided = crate::approvals::Approvals::lookup(r.store(), &p.hash)?.map(|a| a.decision);
+    let decision = match decided {
+        Some(d) if d != Decision::Pending => d,
+        _ if check_only => Decision::Pending,
+        _ => {
+            if r.in_transaction() {
+                return Err(SignerError::Temporary("approval asked inside a transaction".into()));
+            }
+            let a = Approval {
+                payment_hash: hex::encode(p.hash),
+                kind: p.kind.into(),
+                amount_msat: p.amount_msat,
+                detail: p.detail.clone(),
+                requested_at: now(),
+                decision: Decision::Pending,
+                decided_at: None,
+            };
+            let timeout = Duration::from_secs(limits.approval_timeout_secs);
+            r.approvals.ask(r.store(), &p.hash, a, timeout)?
+        }
+    };
+    let detail = match decision {
+        Decision::Approved => return Ok(Ok(())),
+        Decision::Denied => format!("the operator denied paying {amount}"),
+        Decision::Pending => format!(
+            "paying {amount} needs the operator's approval (limit {} msat), none came",
+            limits.max_auto_approve_msat
+        ),
+    };
+    log::warn!("policy {rule} refused: {detail}");
+    Ok(Err(SignerError::Policy { rule, detail }.description()))
+}
+
+fn with_reason(reply: Vec<u8>, reason: Option<String>) -> Vec<u8> {
+    let mut reply = reply;
+    if let Some(why) = reason {
+        reply.extend(why.bytes().map(|c| if c < 0x20 { b' ' } else { c }));
+        reply.push(0);
+    }
+    reply
+}
+
+fn reply_invoice(v: Verdict) -> Result<Message> {
+    let v = v?;
+    let mut m = PreapproveInvoiceReply::new(v.is_ok());
+    m.trailing = with_reason(Vec::new(), v.err());
+    Ok(m.into())
+}
+
+fn reply_keysend(v: Verdict) -> Result<Message> {
+    let v = v?;
+    let mut m = PreapproveKeysendReply::new(v.is_ok());
+    m.trailing = with_reason(Vec::new(), v.err());
+    Ok(m.into())
+}
+
+/// `payment-within-approved-amount`: the HTLCs we offer on `channel`'s new commitment,
+/// added to those we offer on other channels for the same preapproved payment, stay within
+/// its approved amount plus the routing fee allowance. Payments we never preapproved
+/// (forwards) are not ours to limit here. Records the new per-channel totals.
+pub(crate) fn check_outgoing_htlcs(r: &mut Req<'_>, channel: &ChannelKey, htlcs: &[HsmHtlc]) -> Result<()> {
+    let chan = hex::encode(channel.to_bytes());
+    let mut now_out: BTreeMap<[u8; 32], u64> = BTreeMap::new();
+    for h in htlcs.iter().filter(|h| h.side == Side::Local) {
+        let e = now_out.entry(h.payment_hash.to_byte_array()).or_default();
+        *e = e.saturating_add(h.amount.to_msat());
+    }
+    let before: Vec<[u8; 32]> = r
+        .txn()?
+        .record::<Vec<[u8; 32]>>(Records::ChannelPayments, &channel.to_bytes())?
+        .unwrap_or_default();
+    let limits = r.policy.limits.clone();
+    let mut tracked_now = Vec::new();
+    let mut updates = Vec::new();
+    for hash in before.iter().chain(now_out.keys()).copied().collect::<std::collections::BTreeSet<_>>() {
+        let Some(mut rec) = r.txn()?.record::<PaymentRecord>(Records::Payments, &hash)? else {
+            continue;
+        };
+        let amount = now_out.get(&hash).copied().unwrap_or(0);
+        if amount == 0 {
+            rec.outgoing.remove(&chan);
+        } else {
+            rec.outgoing.insert(chan.clone(), amount);
+            tracked_now.push(hash);
+        }
+        if let Some(approved) = rec.amount_msat {
+            let total: u64 = rec.outgoing.values().fold(0, |a, b| a.saturating_add(*b));
+            let allowed = approved
+                .saturating_add(approved.saturating_mul(limits.max_routing_fee_ppm) / 1_000_000)
+                .saturating_add(limits.max_routing_fee_base_msat);
+            r.policy.check("payment-within-approved-amount", total <= allowed, || {
+                format!(
+                    "payment {} would have {total} msat outgoing, approved {approved} msat (+fees: {allowed})",
+                    hex::encode(hash)
+                )
+            })?;
+        }
+        updates.push((hash, rec));
+    }
+    let txn = r.txn()?;
+    for (hash, rec) in updates {
+        txn.put_record(Records::Payments, &hash, &rec)?;
+    }
+    if tracked_now.is_empty() {
+        txn.remove_record(Records::ChannelPayments, &channel.to_bytes())?;
+    } else {
+        txn.put_record(Records::ChannelPayments, &channel.to_bytes(), &tracked_now)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientContext, Policy, Signer, Store};
+    use bitcoin::hashes::sha256;
+    use lightning_invoice::{Currency, InvoiceBuilder};
+    use secp256k1::{SecretKey, SECP256K1};
+    use std::sync::Arc;
+
+    const SECRET: [u8; 32] = [7; 32];
+    /// hsmd_init for regtest, versions 4..=6 (from the golden corpus).
+    const INIT: &str = "000b043587cf0435839406226e46111a0b59caaf126043eb5bbf28c34f3a5e332a1fc7b2b73cf188910f00000000000000000400000006";
+
+    fn signer(policy: Policy, store: Store) -> Arc<Signer> {
+        let s = Signer::new(SECRET.to_vec(), store, policy);
+        s.handle(&ClientContext::master(), None, &hex::decode(INIT).unwrap()).unwrap();
+        Arc::new(s)
+    }
+
+    fn policy(tweak: impl FnOnce(&mut crate::limits::Limits)) -> Policy {
+        let mut p = Policy::enforcing();
+        tweak(&mut p.limits);
+        p
+    }
+
+    fn invoice(amount_msat: Option<u64>, hash: u8, age_secs: u64) -> String {
+        let key = SecretKey::from_slice(&[0x11; 32]).unwrap();
+        let ts = std::time::SystemTime::now() - Duration::from_secs(age_secs);
+        let b = InvoiceBuilder::new(Currency::Regtest)
+            .description("test".into())
+            .payment_hash(sha256::Hash::from_byte_array([hash; 32]))
+            .payment_secret(lightning_invoice::PaymentSecret([1; 32]))
+            .duration_since_epoch(ts.duration_since(std::time::UNIX_EPOCH).unwrap())
+            .expiry_time(Duration::from_secs(3600))
+            .min_final_cltv_expiry_delta(18);
+        let b = match amount_msat {
+            Some(a) => b.amount_milli_satoshis(a),
+            None => b,
+        };
+        b.build_signed(|h| SECP256K1.sign_ecdsa_recoverable(h, &key)).unwrap().to_string()
+    }
+
+    /// (approved, reason) of a preapprove_invoice.
+    fn ask(s: &Signer, inv: &str) -> (bool, Option<String>) {
+        let req = PreapproveInvoice::new(protocol::types::WireString::from(inv)).encode().unwrap();
+        let reply = s.handle(&ClientContext::master(), None, &req).unwrap();
+        let r = PreapproveInvoiceReply::decode(&reply).unwrap();
+        let reason = r.trailing.iter().position(|&c| c == 0).map(|e| String::from_utf8_lossy(&r.trailing[..e]).into_owned());
+        (r.approved, reason)
+    }
+
+    fn tracked(s: &Signer) -> usize {
+        s.store().records::<PaymentRecord>(Records::Payments).unwrap().len()
+    }
+
+    #[test]
+    fn expired_and_invalid_invoices_are_refused_with_their_rule() {
+        let s = signer(Policy::enforcing(), Store::temporary().unwrap());
+        let (ok, why) = ask(&s, &invoice(Some(1000), 1, 7200));
+        assert!(!ok);
+        assert!(why.unwrap().contains("invoice-not-expired"));
+        let (ok, why) = ask(&s, "lnbcrt1garbage");
+        assert!(!ok);
+        assert!(why.unwrap().contains("invoice-valid"));
+        assert_eq!(tracked(&s), 0);
+        let w = signer(Policy::warn_only(), Store::temporary().unwrap());
+        assert_eq!(ask(&w, &invoice(Some(1000), 1, 7200)), (true, None));
+    }
+
+    #[test]
+    fn velocity_counts_approved_payments_once() {
+        let s = signer(policy(|l| l.velocity_limit_sat = 10), Store::temporary().unwrap());
+        assert_eq!(ask(&s, &invoice(Some(6000), 1, 0)), (true, None));
+        // The same invoice again is not counted twice.
+        assert_eq!(ask(&s, &invoice(Some(6000), 1, 0)), (true, None));
+        let (ok, why) = ask(&s, &invoice(Some(6000), 2, 0));
+        assert!(!ok);
+        assert!(why.unwrap().contains("invoice-velocity"));
+        assert_eq!(tracked(&s), 1);
+    }
+
+    #[test]
+    fn tracked_payments_are_limited() {
+        let s = signer(policy(|l| l.max_tracked_invoices = 2), Store::temporary().unwrap());
+        assert!(ask(&s, &invoice(Some(1), 1, 0)).0);
+        assert!(ask(&s, &invoice(Some(1), 2, 0)).0);
+        let (ok, why) = ask(&s, &invoice(Some(1), 3, 0));
+        assert!(!ok && why.unwrap().contains("invoice-max-tracked"));
+    }
+
+    #[test]
+    fn above_the_limit_the_operator_decides_and_it_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let big = invoice(Some(500_000_000), 9, 0);
+        let hash = [9u8; 32];
+        {
+            let s = signer(policy(|l| l.approval_timeout_secs = 10), Store::open(&path).unwrap());
+            let s2 = s.clone();
+            let waiter = std::thread::spawn({
+                let big = big.clone();
+                move || ask(&s2, &big)
+            });
+            // The operator sees it pending, then approves.
+            let pending = loop {
+                let l = crate::approvals::Approvals::list(s.store()).unwrap();
+                if !l.is_empty() {
+                    break l;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert_eq!(pending[0].decision, Decision::Pending);
+            assert_eq!(pending[0].amount_msat, Some(500_000_000));
+            s.approvals().decide(s.store(), &hash, true).unwrap().unwrap();
+            assert_eq!(waiter.join().unwrap(), (true, None));
+        }
+        // After a restart the decision stands.
+        let s = signer(policy(|l| l.approval_timeout_secs = 0), Store::open(&path).unwrap());
+        assert_eq!(ask(&s, &big), (true, None));
+        let other = invoice(Some(500_000_000), 10, 0);
+        let (ok, why) = ask(&s, &other);
+        assert!(!ok && why.unwrap().contains("invoice-auto-approve"), "timed out");
+        s.approvals().decide(s.store(), &[10; 32], false).unwrap().unwrap();
+        let (ok, why) = ask(&s, &other);
+        assert!(!ok && why.unwrap().contains("denied"));
+    }
+
+    #[test]
+    fn check_only_records_nothing() {
+        let s = signer(Policy::enforcing(), Store::temporary().unwrap());
+        let inv = invoice(Some(1000), 4, 0);
+        let req = PreapproveInvoiceCheck::new(protocol::types::WireString::from(inv.as_str()), true)
+            .encode()
+            .unwrap();
+        let reply = s.handle(&ClientContext::master(), None, &req).unwrap();
+        assert!(PreapproveInvoiceReply::decode(&reply).unwrap().approved);
+        assert_eq!(tracked(&s), 0);
+    }
+
+    #[test]
+    fn split_payments_stay_within_the_approved_amount() {
+        use protocol::types::AmountMsat;
+        let s = signer(policy(|l| l.max_routing_fee_base_msat = 0), Store::temporary().unwrap());
+        assert!(ask(&s, &invoice(Some(100_000), 5, 0)).0);
+        let session = s.session().unwrap();
+        let htlc = |amount| HsmHtlc {
+            side: Side::Local,
+            amount: AmountMsat::from_msat(amount),
+            payment_hash: sha256::Hash::from_byte_array([5; 32]),
+            cltv_expiry: 500,
+        };
+        let chan = |d| ChannelKey { peer_id: protocol::types::NodeId::from_bytes([2; 33]), dbid: d };
+        let client = ClientContext::master();
+        let mut run = |key: ChannelKey, htlcs: Vec<HsmHtlc>| {
+            let mut r = Req::for_test(&session, &client, s.policy(), s.store(), s.approvals());
+            let res = check_outgoing_htlcs(&mut r, &key, &htlcs);
+            if res.is_ok() {
+                r.commit_for_test().unwrap();
+            }
+            res
+        };
+        run(chan(1), vec![htlc(60_000)]).unwrap();
+        run(chan(2), vec![htlc(40_000)]).unwrap();
+        // A third part would exceed the invoice plus 1% fees.
+        let e = run(chan(3), vec![htlc(2_000)]).unwrap_err();
+        assert_eq!(e.rule(), Some("payment-within-approved-amount"));
+        // Once the first part is gone from its channel, the amount is free again.
+        run(chan(1), vec![]).unwrap();
+        run(chan(3), vec![htlc(60_000)]).unwrap();
+    }
 }

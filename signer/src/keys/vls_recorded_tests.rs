@@ -2,7 +2,7 @@
 //! from Core Lightning v0.10 (`tests/data/conformance/vls-recorded/`, old protocol), for the
 //! secret "lightning-2". Only the answers whose layout did not change since are compared:
 //! node id and xpub, ECDH, basepoints, invoice and channel-update signatures, and
-//! per-commitment points.
+//! per-commitment points and revealed secrets.
 
 use super::corpus::Wire;
 use super::{Bip32Version, KeyManager};
@@ -103,11 +103,22 @@ fn recorded_vls_traffic_matches() {
     assert_eq!(points_asked.len(), 16);
     assert_eq!(points_asked.len(), points.len());
     for (asked, point) in points_asked.iter().zip(&points) {
-        let n = Wire::new(asked).u64();
+        let (n, mut reply) = (Wire::new(asked).u64(), Wire::new(point));
         assert_eq!(
-            Wire::new(point).pubkey(),
+            reply.pubkey(),
             secrets.per_commitment_point(n).unwrap(),
             "point {n}"
         );
+        // The old protocol also reveals secret n - 2 from n = 2 on.
+        let old = reply.optional(32);
+        assert_eq!(old.is_some(), n >= 2, "secret with point {n}");
+        if let Some(old) = old {
+            assert_eq!(
+                old,
+                secrets.per_commitment_secret(n - 2).unwrap(),
+                "secret {}",
+                n - 2
+            );
+        }
     }
 }

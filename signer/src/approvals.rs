@@ -1,0 +1,124 @@
+//! The operator's approval queue: a payment above the auto-approve limit waits here until the
+//! operator approves or denies it (`signer approvals list | approve | deny`), or until its
+//! time is up. Requests and decisions are durable, so a decision survives a restart and a
+//! request repeated after one finds it.
+
+use crate::error::Result;
+use crate::store::{Records, Store};
+use serde::{Deserialize, Serialize};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where a payment stands with the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Waiting for the operator.
+    Pending,
+    /// The operator approved it.
+    Approved,
+    /// The operator denied it.
+    Denied,
+}
+
+/// A payment that needs the operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The payment hash (hex): what the operator names to decide.
+    pub payment_hash: String,
+    /// `invoice` or `keysend`.
+    pub kind: String,
+    /// The amount, if the request carries one.
+    pub amount_msat: Option<u64>,
+    /// The invoice, or the keysend destination.
+    pub detail: String,
+    /// When the node asked (unix seconds).
+    pub requested_at: u64,
+    /// The decision so far.
+    pub decision: Decision,
+    /// When the operator decided (unix seconds).
+    pub decided_at: Option<u64>,
+}
+
+/// Wakes requests waiting for a decision.
+#[derive(Default)]
+pub struct Approvals {
+    lock: Mutex<()>,
+    decided: Condvar,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Approvals {
+    /// The decision recorded for `hash`, if the operator was ever asked.
+    pub fn lookup(store: &Store, hash: &[u8; 32]) -> Result<Option<Approval>> {
+        store.record(Records::Approvals, hash)
+    }
+
+    /// Queues `a` (unless the operator already knows of it) and waits up to `timeout` for a
+    /// decision. Returns the decision at the end of the wait (`Pending` on timeout).
+    ///
+    /// Runs outside any request transaction: the queue entry is committed at once so the
+    /// operator can see it.
+    pub fn ask(&self, store: &Store, hash: &[u8; 32], a: Approval, timeout: Duration) -> Result<Decision> {
+        {
+            let mut t = store.begin()?;
+            match t.record::<Approval>(Records::Approvals, hash)? {
+                Some(existing) if existing.decision != Decision::Pending => return Ok(existing.decision),
+                Some(_) => {}
+                None => {
+                    log::warn!(
+                        "payment {} ({} msat) waits for the operator: `signer approvals approve {}`",
+                        a.payment_hash,
+                        a.amount_msat.map_or("unknown".into(), |m| m.to_string()),
+                        a.payment_hash
+                    );
+                    t.put_record(Records::Approvals, hash, &a)?;
+                    t.commit()?;
+                }
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(d) = Approvals::lookup(store, hash)?.map(|a| a.decision) {
+                if d != Decision::Pending {
+                    return Ok(d);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Decision::Pending);
+            }
+            // Wake at least every second, in case a decision came from another process.
+            let wait = left.min(Duration::from_secs(1));
+            guard = self.decided.wait_timeout(guard, wait).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Records the operator's decision on `hash` and wakes whoever waits for it. Returns the
+    /// updated entry, or `None` if no payment with this hash was ever queued.
+    pub fn decide(&self, store: &Store, hash: &[u8; 32], approve: bool) -> Result<Option<Approval>> {
+        let mut t = store.begin()?;
+        let Some(mut a) = t.record::<Approval>(Records::Approvals, hash)? else { return Ok(None) };
+        a.decision = if approve { Decision::Approved } else { Decision::Denied };
+        a.decided_at = Some(now());
+        t.put_record(Records::Approvals, hash, &a)?;
+        t.commit()?;
+        log::info!("operator {} payment {}", if approve { "approved" } else { "denied" }, a.payment_hash);
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.decided.notify_all();
+        Ok(Some(a))
+    }
+
+    /// Every queued payment, newest first.
+    pub fn list(store: &Store) -> Result<Vec<Approval>> {
+        let mut v: Vec<Approval> =
+            store.records::<Approval>(Records::Approvals)?.into_iter().map(|(_, a)| a).collect();
+        v.sort_by_key(|a| std::cmp::Reverse(a.requested_at));
+        Ok(v)
+    }
+}
