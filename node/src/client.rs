@@ -19,6 +19,8 @@ use protocol::types::NodeId;
 use protocol::{DecodeError, EncodeError, Permissions};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -122,8 +124,10 @@ struct Conn {
     incoming: mpsc::UnboundedReceiver<Incoming>,
     /// Replies owed to requests whose callers stopped waiting.
     pending: usize,
-    /// Set once the reader saw the end; later requests fail at once.
+    /// Set once the end was seen; later requests fail at once.
     closed: bool,
+    /// Shared with [`HsmClient::is_closed`].
+    closed_flag: Arc<AtomicBool>,
 }
 
 /// A connection to the proxy on one hsmd fd.
@@ -134,6 +138,8 @@ pub struct HsmClient {
     info: ClientInfo,
     conn: Mutex<Conn>,
     reader: JoinHandle<()>,
+    /// Mirrors `Conn::closed`, readable without the lock.
+    closed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for HsmClient {
@@ -201,11 +207,9 @@ impl HsmClient {
         let (rd, wr) = sock.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(rd, takes_fds, tx));
-        HsmClient {
-            info,
-            conn: Mutex::new(Conn { writer: wr, incoming: rx, pending: 0, closed: false }),
-            reader,
-        }
+        let closed = Arc::new(AtomicBool::new(false));
+        let conn = Conn { writer: wr, incoming: rx, pending: 0, closed: false, closed_flag: closed.clone() };
+        HsmClient { info, conn: Mutex::new(conn), reader, closed }
     }
 
     /// A client over a descriptor passed by the proxy.
@@ -218,6 +222,12 @@ impl HsmClient {
     /// The identity and permissions this client was created with.
     pub fn info(&self) -> &ClientInfo {
         &self.info
+    }
+
+    /// Whether a request already found this client closed by the proxy (every later
+    /// request fails with [`ClientError::Closed`] at once).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Sends `msg` (type + body, no length prefix) and returns the reply (type + body).
@@ -250,7 +260,7 @@ impl HsmClient {
         }
         if let Err(e) = tokio_io::write(&mut conn.writer, msg).await {
             if is_closed_error(&e) {
-                conn.closed = true;
+                conn.set_closed();
                 return Err(ClientError::Closed);
             }
             return Err(ClientError::Io(e));
@@ -285,8 +295,13 @@ impl Conn {
     }
 
     /// Turns an end-of-stream event into the error for the caller, remembering the end.
-    fn ended(&mut self, ev: Incoming) -> ClientError {
+    fn set_closed(&mut self) {
         self.closed = true;
+        self.closed_flag.store(true, Ordering::Relaxed);
+    }
+
+    fn ended(&mut self, ev: Incoming) -> ClientError {
+        self.set_closed();
         match ev {
             Incoming::Frame(_) | Incoming::Closed => ClientError::Closed,
             Incoming::FrameMissingFd => ClientError::MissingFd,

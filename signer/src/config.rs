@@ -36,7 +36,7 @@ pub struct Cli {
     #[arg(long, env = "SIGNER_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory of hsm_secret, state.redb and tls/ [default: ~/.signer].
-    #[arg(long, env = "SIGNER_DATA_DIR", global = true, value_name = "DIR")]
+    #[arg(long, env = "SIGNER_DATA_DIR", global = true, value_name = "DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -46,15 +46,35 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Creates <data-dir>/hsm_secret (never overwrites one) and prints the node id.
+    /// Creates DATA_DIR/hsm_secret (never overwrites one) and prints the node id.
     Init(InitArgs),
-    /// Prints the node id of <data-dir>/hsm_secret.
+    /// Prints the node id of DATA_DIR/hsm_secret.
     NodeId(PassphraseArgs),
     /// Dials the proxy and answers its requests until SIGINT or SIGTERM.
     Run(RunArgs),
     /// Inspects the policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Decides payments that wait for the operator (talks to the running daemon).
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+}
+
+/// `signer approvals ...`.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Lists payments waiting for a decision, and past decisions.
+    List,
+    /// Approves a waiting payment.
+    Approve {
+        /// Its payment hash (hex).
+        payment_hash: String,
+    },
+    /// Denies a waiting payment.
+    Deny {
+        /// Its payment hash (hex).
+        payment_hash: String,
+    },
 }
 
 /// `signer init`.
@@ -84,10 +104,10 @@ pub struct PassphraseArgs {
 /// `signer run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The proxy's gRPC address, e.g. https://proxy.example:7701.
+    /// The proxy's gRPC address, e.g. `https://proxy.example:7701`.
     #[arg(long, env = "SIGNER_CONNECT", value_name = "URL")]
     pub connect: Option<String>,
-    /// Directory of ca.pem, signer.pem and signer-key.pem [default: <data-dir>/tls].
+    /// Directory of ca.pem, signer.pem and signer-key.pem [default: DATA_DIR/tls].
     #[arg(long, env = "SIGNER_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
     /// Talk to the proxy without TLS (tests, or peers that cannot do TLS).
@@ -289,6 +309,7 @@ impl Settings {
             Command::Policy(PolicyCommand::Show(p)) => (None, Some(p), None),
             Command::Init(i) => (None, None, Some(&i.passphrase)),
             Command::NodeId(p) => (None, None, Some(p)),
+            Command::Approvals(_) => (None, None, None),
         };
         let policy = match policy_args {
             Some(PolicyArgs {

@@ -197,7 +197,15 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
-    let mut lanes = Lanes::new(Arc::new(signer), config.lane_idle_timeout);
+    let signer = Arc::new(signer);
+    let admin_path = config.data_dir.join(crate::admin::ADMIN_SOCKET);
+    match crate::admin::bind(&admin_path) {
+        Ok(l) => {
+            tokio::spawn(crate::admin::serve(l, signer.clone()));
+        }
+        Err(e) => log::warn!("admin socket {}: {e}; `signer approvals` will not work", admin_path.display()),
+    }
+    let mut lanes = Lanes::new(signer, config.lane_idle_timeout);
     let mut backoff = Backoff::new(config.reconnect);
     loop {
         let end = serve_link(&endpoint, &mut lanes, &mut stop, config.shutdown_grace).await;
@@ -219,7 +227,8 @@ pub async fn run(
             _ = tokio::time::sleep(delay) => {}
         }
     }
-    log::info!("shutting down: finishing the requests in flight");
+    // Requests still in flight from a stream that was lost (their replies are dropped, the
+    // proxy re-sends them): finish them so that their state is committed.
     lanes.finish().await;
     log::info!("signer stopped");
     Ok(())
@@ -427,7 +436,7 @@ async fn serve_link(
         tokio::select! {
             biased;
             _ = stopped(stop) => {
-                log::info!("shutting down: finishing the requests in flight");
+                log::info!("shutting down: answering the requests in flight, then closing the stream");
                 lanes.finish().await;
                 drop(out);
                 close_gracefully(&mut inbound, grace).await;

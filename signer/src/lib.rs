@@ -7,6 +7,9 @@
 //! - [`handler`]: [`Signer::handle`], one request in, one reply out; `handlers/` holds one
 //!   function per request type;
 //! - [`policy`]: named rules, each enforced or warned;
+//! - `policy_channel`: the channel and commitment rules (channel types, delays, values, fee
+//!   rates, HTLCs, balances);
+//! - [`policy_onchain`]: the on-chain rules (destinations, fee caps, segwit-only inputs);
 //! - [`store`]: durable per-channel state and the reply cache, in redb;
 //! - [`bolt3`]: the funding script and the counterparty's per-commitment secret storage;
 //! - [`context`], [`error`]: who asks, and what can go wrong;
@@ -15,6 +18,7 @@
 
 pub mod bolt3;
 pub mod config;
+pub mod admin;
 pub mod approvals;
 pub mod context;
 pub mod daemon;
@@ -25,6 +29,7 @@ mod handlers;
 pub mod keys;
 pub mod limits;
 pub mod policy;
+mod policy_channel;
 mod policy_onchain;
 mod psbt_sign;
 pub mod secret;

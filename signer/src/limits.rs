@@ -14,10 +14,19 @@ pub struct Limits {
     pub max_to_self_delay: u16,
     /// Largest channel value in satoshis (`channel-max-value`).
     pub max_channel_value_sat: u64,
-    /// Smallest dust limit in satoshis (`channel-dust-limit`).
+    /// Smallest dust limit in satoshis (`channel-dust-limit`). hsmd's protocol does not carry
+    /// the dust limits, so this is checked where it shows: every output of a commitment
+    /// (anchors aside) is at least this much, as BOLT 3 trims anything below the dust limit.
     pub min_dust_limit_sat: u64,
-    /// Largest dust limit in satoshis (`channel-dust-limit`).
+    /// Largest dust limit in satoshis. Not checked: hsmd's protocol does not carry the dust
+    /// limits, and a trimmed output leaves no trace of the limit that trimmed it. What a high
+    /// dust limit costs (value trimmed into fees) is bounded by `max_commitment_dust_sat`.
     pub max_dust_limit_sat: u64,
+    /// Most satoshis a commitment may leave out of its outputs beyond its BOLT 3 fee and
+    /// anchors: trimmed HTLCs and balances, and rounding (`commitment-balance`). Keep it above
+    /// Core Lightning's `max-dust-htlc-exposure-msat` (50 000 sat by default) plus twice the
+    /// dust limit.
+    pub max_commitment_dust_sat: u64,
     /// Smallest commitment fee rate, sat per 1000 weight (`commitment-feerate`).
     pub min_feerate_per_kw: u32,
     /// Largest commitment fee rate, sat per 1000 weight (`commitment-feerate`).
@@ -31,10 +40,17 @@ pub struct Limits {
     pub max_onchain_feerate_per_kw: u64,
     /// Largest absolute fee of an on-chain transaction we sign, satoshis (`onchain-fee-cap`).
     pub max_onchain_fee_sat: u64,
-    /// Destinations outside the wallet that withdrawals, sweeps and closes may pay: addresses,
-    /// or extended public keys whose first 1000 receive and change addresses are allowed
-    /// (`onchain-destination-allowlisted`).
+    /// Destinations outside the wallet that withdrawals, sweeps and closes may pay: addresses
+    /// of this node's network, or extended public keys (`xpub`/`tpub`) whose first
+    /// `allowlist_xpub_depth` receive (0/i) and change (1/i) P2WPKH and P2TR addresses are
+    /// allowed (`onchain-destination-allowlisted`).
     pub allowlist: Vec<String>,
+    /// How many receive and change addresses of each allowlisted extended public key are
+    /// allowed (`onchain-destination-allowlisted`).
+    pub allowlist_xpub_depth: u32,
+    /// How many wallet keys (index 0 up) an output is compared with when its PSBT does not name
+    /// the wallet key it pays (`onchain-destination-allowlisted`).
+    pub wallet_scan_depth: u32,
     /// Largest payment approved without the operator, millisatoshis (`invoice-auto-approve`).
     pub max_auto_approve_msat: u64,
     /// Rolling window of the velocity limit, seconds (`invoice-velocity`).
@@ -61,6 +77,7 @@ impl Default for Limits {
             max_channel_value_sat: 100_000_000,
             min_dust_limit_sat: 354,
             max_dust_limit_sat: 20_000,
+            max_commitment_dust_sat: 100_000,
             min_feerate_per_kw: 253,
             max_feerate_per_kw: 100_000,
             max_htlcs: 483,
@@ -68,6 +85,8 @@ impl Default for Limits {
             max_onchain_feerate_per_kw: 250_000,
             max_onchain_fee_sat: 1_000_000,
             allowlist: Vec::new(),
+            allowlist_xpub_depth: 1_000,
+            wallet_scan_depth: 1_000,
             max_auto_approve_msat: 100_000_000,
             velocity_window_secs: 86_400,
             velocity_limit_sat: 1_000_000,

@@ -5,14 +5,17 @@
 //! - `signer node-id` prints the node id of `<data-dir>/hsm_secret`;
 //! - `signer run --connect URL` dials the proxy and answers its requests until SIGINT or
 //!   SIGTERM (see [`signer::daemon`]);
-//! - `signer policy show` prints the effective policy.
+//! - `signer policy show` prints the effective policy;
+//! - `signer approvals list | approve <payment_hash> | deny <payment_hash>` decides payments
+//!   above the auto-approve limit, through the running daemon's admin socket.
 //!
 //! Settings come from flags, environment variables and a `--config` TOML file (see
 //! [`signer::config`]). Logs go to stderr (`RUST_LOG`, default `info`). Secrets are never
 //! printed or logged, except the words of a mnemonic made by `init --mnemonic`, shown once on
 //! stdout because they are the backup.
 
-use signer::config::{Cli, Command, InitArgs, PolicyCommand, Settings};
+use signer::admin::{AdminRequest, ADMIN_SOCKET};
+use signer::config::{ApprovalsCommand, Cli, Command, InitArgs, PolicyCommand, Settings};
 use signer::daemon::{self, HSM_SECRET_FILE};
 use signer::secret::{HsmSecret, HsmSecretKind};
 use std::error::Error;
@@ -56,7 +59,40 @@ fn dispatch(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Run(_) => run(&settings),
+        Command::Approvals(cmd) => approvals(&settings, cmd),
     }
+}
+
+/// `signer approvals ...`: asks the running daemon over its admin socket.
+fn approvals(settings: &Settings, cmd: &ApprovalsCommand) -> Result<()> {
+    let req = match cmd {
+        ApprovalsCommand::List => AdminRequest::List,
+        ApprovalsCommand::Approve { payment_hash } => {
+            AdminRequest::Approve { payment_hash: payment_hash.clone() }
+        }
+        ApprovalsCommand::Deny { payment_hash } => {
+            AdminRequest::Deny { payment_hash: payment_hash.clone() }
+        }
+    };
+    let path = settings.data_dir.join(ADMIN_SOCKET);
+    let reply = tokio::runtime::Runtime::new()?.block_on(signer::admin::request(&path, &req))?;
+    if !reply.ok {
+        return Err(reply.error.unwrap_or_else(|| "refused".into()).into());
+    }
+    for a in &reply.approvals {
+        println!(
+            "{} {:<8} {:>16} msat  {:<8} {}",
+            a.payment_hash,
+            a.kind,
+            a.amount_msat.map_or("any".into(), |m| m.to_string()),
+            format!("{:?}", a.decision).to_lowercase(),
+            a.detail
+        );
+    }
+    if reply.approvals.is_empty() {
+        println!("no payments wait for a decision");
+    }
+    Ok(())
 }
 
 /// `signer init`: writes the secret first, and only then shows anything, so that a mnemonic

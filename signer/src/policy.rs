@@ -39,6 +39,46 @@ pub const RULES: &[(&str, &str)] = &[
         "the previous counterparty commitment is revoked before the next one is signed",
     ),
     ("channel-known", "channel signatures need a channel that was set up and not forgotten"),
+    (
+        "channel-safe-type",
+        "channels are static_remotekey or zero-fee-HTLC anchors, with no unknown or unsafe feature bits",
+    ),
+    (
+        "channel-to-self-delay",
+        "either side's to_self_delay is within min_to_self_delay..=max_to_self_delay",
+    ),
+    (
+        "channel-max-value",
+        "a channel holds at most max_channel_value_sat, and pushes at most its value",
+    ),
+    (
+        "channel-dust-limit",
+        "no commitment output (anchors aside) is below min_dust_limit_sat",
+    ),
+    (
+        "commitment-feerate",
+        "a commitment's fee rate is within min_feerate_per_kw..=max_feerate_per_kw",
+    ),
+    (
+        "commitment-htlc-limits",
+        "at most max_htlcs HTLCs of at most max_htlc_value_msat, and every HTLC output is one of the listed HTLCs",
+    ),
+    (
+        "commitment-balance",
+        "a commitment spends the channel's funding outpoint, and our balance drops only by the HTLCs we offer and our fee",
+    ),
+    (
+        "onchain-destination-allowlisted",
+        "withdrawals, sweeps and mutual closes pay only our wallet, the channel's shutdown script or allowlisted addresses and xpubs",
+    ),
+    (
+        "onchain-fee-cap",
+        "an on-chain transaction we sign pays at most max_onchain_fee_sat and max_onchain_feerate_per_kw",
+    ),
+    (
+        "funding-segwit-only",
+        "every input of a PSBT we sign spends a segwit output, so the txid (a channel's funding outpoint) cannot be malleated",
+    ),
     ("invoice-valid", "a payment to preapprove must be a well-formed BOLT 11 invoice"),
     ("invoice-not-expired", "never preapprove an expired invoice"),
     ("invoice-max-tracked", "at most max_tracked_invoices payments are tracked at once"),

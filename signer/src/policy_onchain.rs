@@ -1,39 +1,677 @@
-#[cfg(test)]
-mod scratch {
-    use protocol::Message;
-    use serde_json::Value;
-    #[test]
-    fn dump() {
-        for f in ["cln-hsmd-golden.json", "cln-hsmd-mnemonic.json"] {
-            let text = std::fs::read_to_string(format!("../tests/data/conformance/{f}")).unwrap();
-            let corpus: Value = serde_json::from_str(&text).unwrap();
-            for case in corpus["cases"].as_array().unwrap() {
-                for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
-                    let req = hex::decode(step["request"].as_str().unwrap()).unwrap();
-                    let Ok(m) = Message::decode(&req) else { continue };
-                    let (psbt, what) = match &m {
-                        Message::SetupChannel(s) => { println!("{} {i} setup: shutdown {} idx {:?} remote {}", case["name"], hex::encode(&s.local_shutdown_script), s.local_shutdown_wallet_index, hex::encode(&s.remote_shutdown_script)); continue }
-                        Message::SignWithdrawal(s) => (s.psbt.clone(), format!("withdrawal utxos {:?}", s.inputs.iter().map(|u| (u.vout, u.keyindex, u.script_pubkey.to_hex_string(), u.close_info.is_some())).collect::<Vec<_>>())),
-                        Message::SignAnchorspend(s) => (s.psbt.clone(), "anchorspend".into()),
-                        Message::SignHtlcTxMingle(s) => (s.psbt.clone(), "mingle".into()),
-                        Message::SignMutualCloseTx(s) => (s.tx.psbt.clone(), "mutual".into()),
-                        Message::SignSpliceTx(s) => (s.tx.psbt.clone(), "splice".into()),
-                        Message::SignAnyLocalHtlcTx(s) => (s.tx.psbt.clone(), format!("anylocalhtlc {}", s.commit_num)),
-                        Message::SignDelayedPaymentToUs(s) => (s.tx.psbt.clone(), "delayed".into()),
-                        Message::SignAnyDelayedPaymentToUs(s) => (s.tx.psbt.clone(), "anydelayed".into()),
-                        Message::SignPenaltyToUs(s) => (s.tx.psbt.clone(), "penalty".into()),
-                        Message::SignRemoteHtlcToUs(s) => (s.tx.psbt.clone(), "remotehtlc".into()),
-                        _ => continue,
-                    };
-                    println!("{} {i} {what} outcome {:?}", case["name"], step["outcome"]);
-                    for (j, inp) in psbt.inputs.iter().enumerate() {
-                        println!("  in {j}: wu {:?} nwu {} ws {:?} bip32 {:?} tap {:?}", inp.witness_utxo.as_ref().map(|o| (o.value, o.script_pubkey.to_hex_string())), inp.non_witness_utxo.is_some(), inp.witness_script.as_ref().map(|s| s.len()), inp.bip32_derivation, inp.tap_key_origins);
-                    }
-                    for (j, (o, po)) in psbt.unsigned_tx.output.iter().zip(&psbt.outputs).enumerate() {
-                        println!("  out {j}: {} {} bip32 {:?} tap {:?}", o.value, o.script_pubkey.to_hex_string(), po.bip32_derivation, po.tap_key_origins);
-                    }
+//! The on-chain rules: where withdrawals, sweeps and mutual closes may send funds, how much an
+//! on-chain transaction may pay in fees, and that what we sign cannot have its txid malleated.
+//!
+//! | rule | refuses |
+//! |---|---|
+//! | `onchain-destination-allowlisted` | an output that pays neither our wallet, nor the channel's shutdown script (mutual close), nor an allowlisted destination |
+//! | `onchain-fee-cap` | a fee above `max_onchain_fee_sat`, a fee rate above `max_onchain_feerate_per_kw`, or a fee that cannot be known (an input without amount) |
+//! | `funding-segwit-only` | a PSBT (withdrawal, anchor spend, HTLC mingle, splice) with an input that does not provably spend a segwit output |
+//!
+//! **Destinations.** An output is allowed when it pays
+//! - nothing: a zero-value output moves no funds (what it burns is fee, and fees are capped);
+//! - our wallet: the P2WPKH or P2TR (BIP86 key path) script of wallet key `i`, the key
+//!   `sign_withdrawal` spends wallet UTXO `i` with (m/0/0/`i`, or m/86'/0'/0'/0/`i` for a
+//!   mnemonic secret). A PSBT output whose BIP32 or taproot derivation names a wallet index is
+//!   checked at that index (any index); any other output is compared with the first
+//!   `wallet_scan_depth` keys;
+//! - an allowlisted destination (`Limits::allowlist`): an address of this node's network, or
+//!   an extended public key whose first `allowlist_xpub_depth` receive (0/`i`) and change
+//!   (1/`i`) P2WPKH or P2TR addresses are allowed. Entries that do not parse, or are for
+//!   another network, allow nothing (and say so in the log).
+//!
+//! What each request may pay besides:
+//! - `sign_withdrawal`: the funding output (P2WSH of the 2-of-2 of its funding keys) of a
+//!   channel that was set up and not forgotten, so that channels can be funded and spliced;
+//! - `sign_htlc_tx_mingle`: the output paired with (at the index of) an input that spends
+//!   none of the listed UTXOs and carries at least that output's value: the HTLC transaction's
+//!   own output, which its `SIGHASH_SINGLE` signature already fixed and its input pays for;
+//! - `sign_any_local_htlc_tx`: the BOLT 3 delayed output of our commitment `commit_num`;
+//! - `sign_mutual_close_tx`: our output must pay the channel's shutdown script
+//!   (`local_shutdown_script`, or the wallet key `local_shutdown_wallet_index`) when
+//!   `setup_channel` gave one, else the wallet or the allowlist; every other output is the
+//!   peer's, which must pay its `remote_shutdown_script` when there is one (at most one
+//!   output otherwise).
+//!
+//! **Fees** are the sum of the input amounts (`witness_utxo`, or the spent output of a
+//! `non_witness_utxo` whose txid is the spent one) minus the outputs; the fee rate divides it by
+//! the weight of the transaction once signed, estimated from each input's script type (see
+//! [`estimated_weight`]; a lower bound, so the rate is never underestimated).
+//!
+//! Nothing here keeps state: every check is a function of the request, the keys, the policy
+//! and (for channel funding and mutual closes) the channel's stored setup.
+
+use crate::bolt3::funding_redeem_script;
+use crate::context::ChannelKey;
+use crate::error::Result;
+use crate::handler::Req;
+use crate::keys::channel::derive_simple_pubkey;
+use crate::keys::{Bip32Version, KeyManager};
+use crate::store::ChannelState;
+use bitcoin::address::NetworkUnchecked;
+use bitcoin::bip32::{ChildNumber, DerivationPath, Xpub};
+use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_IF};
+use bitcoin::psbt::{Output as PsbtOutput, Psbt};
+use bitcoin::script::Builder;
+use bitcoin::{
+    Address, CompressedPublicKey, Network, NetworkKind, OutPoint, Script, ScriptBuf, Transaction,
+    TxOut,
+};
+use protocol::msgs::SetupChannel;
+use protocol::types::{BitcoinTx, HsmUtxo};
+use secp256k1::{PublicKey, Scalar, SECP256K1};
+use sha2::{Digest, Sha256};
+use std::str::FromStr;
+
+/// Rule: outputs pay only the wallet, the shutdown script or allowlisted destinations.
+pub(crate) const DESTINATION: &str = "onchain-destination-allowlisted";
+/// Rule: absolute fee and fee rate caps.
+pub(crate) const FEE_CAP: &str = "onchain-fee-cap";
+/// Rule: only segwit inputs in a PSBT we sign.
+pub(crate) const SEGWIT_ONLY: &str = "funding-segwit-only";
+
+/// The wallet request a PSBT comes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WalletRequest {
+    /// `sign_withdrawal`: withdrawals, channel funding, our inputs of a splice.
+    Withdrawal,
+    /// `sign_anchorspend`: a CPFP child of a commitment.
+    Anchorspend,
+    /// `sign_htlc_tx_mingle`: wallet inputs added to an HTLC transaction.
+    HtlcTxMingle,
+}
+
+/// The checks of `sign_withdrawal`, `sign_anchorspend` and `sign_htlc_tx_mingle`, before
+/// anything is signed: segwit inputs only, the fee cap, and every output to an allowed
+/// destination (see the module documentation).
+///
+/// # Errors
+/// [`crate::SignerError::Policy`] naming the rule violated (enforce mode); a storage error
+/// if the channels cannot be read.
+pub(crate) fn check_wallet_tx(
+    r: &Req<'_>,
+    request: WalletRequest,
+    psbt: &Psbt,
+    utxos: &[HsmUtxo],
+) -> Result<()> {
+    let tx = &psbt.unsigned_tx;
+    check_segwit_inputs(r, tx, psbt)?;
+    check_fee(r, tx, psbt)?;
+    let mut open = Destinations::wallet_and_allowlist(r).unmatched(tx, &psbt.outputs);
+    if request == WalletRequest::HtlcTxMingle {
+        open.retain(|&i| !paired_with_foreign_input(psbt, utxos, i));
+    }
+    if request == WalletRequest::Withdrawal && !open.is_empty() {
+        let funding = channel_funding_scripts(r)?;
+        open.retain(|&i| !funding.contains(&tx.output[i].script_pubkey));
+    }
+    report_destinations(r, tx, &open, "our wallet or an allowlisted destination")
+}
+
+/// The checks of a sweep (`sign_*_to_us`, `sign_any_*`) of `channel`: its output pays the
+/// wallet or the allowlist (or, for our own HTLC transaction of commitment
+/// `local_htlc_commitment`, its BOLT 3 delayed output), and the fee cap.
+///
+/// # Errors
+/// [`crate::SignerError::Policy`] naming the rule violated (enforce mode).
+pub(crate) fn check_sweep(
+    r: &mut Req<'_>,
+    channel: &ChannelKey,
+    tx: &BitcoinTx,
+    local_htlc_commitment: Option<u64>,
+) -> Result<()> {
+    let extra = match local_htlc_commitment {
+        Some(n) => {
+            let state = r.channel_state(channel)?;
+            delayed_output_scripts(r, channel, &state, n)
+        }
+        None => Vec::new(),
+    };
+    let mut dest = Destinations::wallet_and_allowlist(r);
+    dest.extra = extra;
+    let open = dest.unmatched(&tx.tx, &tx.psbt.outputs);
+    let what = if local_htlc_commitment.is_some() {
+        "our wallet, an allowlisted destination or the HTLC transaction's delayed output"
+    } else {
+        "our wallet or an allowlisted destination"
+    };
+    report_destinations(r, &tx.tx, &open, what)?;
+    check_fee(r, &tx.tx, &tx.psbt)
+}
+
+/// The checks of `sign_mutual_close_tx` on `channel` (set up, with `state`): our output pays
+/// the shutdown script (or the wallet or allowlist when there is none), the peer's its own,
+/// and the fee cap.
+///
+/// # Errors
+/// [`crate::SignerError::Policy`] naming the rule violated (enforce mode).
+pub(crate) fn check_mutual_close(
+    r: &Req<'_>,
+    channel: &ChannelKey,
+    state: &ChannelState,
+    tx: &BitcoinTx,
+) -> Result<()> {
+    let setup = decode_setup(channel, state);
+    let mut dest = Destinations::wallet_and_allowlist(r);
+    let (ours, theirs) = match &setup {
+        Some(s) if !s.local_shutdown_script.is_empty() || s.local_shutdown_wallet_index.is_some() => {
+            dest.wallet_and_allowlist = false;
+            dest.extra = std::iter::once(ScriptBuf::from_bytes(s.local_shutdown_script.clone()))
+                .filter(|s| !s.is_empty())
+                .chain(s.local_shutdown_wallet_index.into_iter().flat_map(|i| {
+                    wallet_pubkey(r.keys(), i).map_or_else(Vec::new, |k| key_scripts(&k).to_vec())
+                }))
+                .collect();
+            ("the channel's shutdown script", s.remote_shutdown_script.clone())
+        }
+        s => (
+            "our wallet or an allowlisted destination",
+            s.as_ref().map(|s| s.remote_shutdown_script.clone()).unwrap_or_default(),
+        ),
+    };
+    let open = dest.unmatched(&tx.tx, &tx.psbt.outputs);
+    let strays: Vec<usize> = if !theirs.is_empty() {
+        open.into_iter().filter(|&i| tx.tx.output[i].script_pubkey.as_bytes() != theirs).collect()
+    } else if open.len() <= 1 {
+        Vec::new()
+    } else {
+        open
+    };
+    r.policy.check(DESTINATION, strays.is_empty(), || {
+        let peer = if theirs.is_empty() {
+            "at most one output may be the peer's".to_string()
+        } else {
+            format!("the peer's must pay its shutdown script {}", hex::encode(&theirs))
+        };
+        format!(
+            "mutual close of channel {} with peer {}: {}: neither to {ours} nor to the peer ({peer})",
+            channel.dbid,
+            channel.peer_id,
+            describe_outputs(&tx.tx, &strays)
+        )
+    })?;
+    check_fee(r, &tx.tx, &tx.psbt)
+}
+
+/// The checks of `sign_splice_tx`: the splice is a funding transaction, so every input must
+/// be segwit; and the fee cap. (Its outputs belong to both peers, so where they pay is left
+/// to the channel's protocol; our wallet inputs are checked by `sign_withdrawal`.)
+///
+/// # Errors
+/// [`crate::SignerError::Policy`] naming the rule violated (enforce mode).
+pub(crate) fn check_splice(r: &Req<'_>, tx: &BitcoinTx) -> Result<()> {
+    check_segwit_inputs(r, &tx.tx, &tx.psbt)?;
+    check_fee(r, &tx.tx, &tx.psbt)
+}
+
+/// Checks that every entry of an allowlist parses (an address, or an extended public key),
+/// for `network` when given; returns the first that does not, with why.
+///
+/// # Errors
+/// The offending entry and the reason, for the operator.
+pub fn validate_allowlist(
+    entries: &[String],
+    network: Option<NetworkKind>,
+) -> std::result::Result<(), String> {
+    for entry in entries {
+        Allowed::parse(entry, network).map_err(|e| format!("allowlist entry `{entry}`: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `funding-segwit-only`: every input of `tx` spends an output that is a witness program (or
+/// P2SH of a witness redeem script given in the PSBT), as its PSBT input shows.
+fn check_segwit_inputs(r: &Req<'_>, tx: &Transaction, psbt: &Psbt) -> Result<()> {
+    let legacy: Vec<usize> = (0..tx.input.len())
+        .filter(|&i| !spends_segwit(tx, psbt, i))
+        .collect();
+    r.policy.check(SEGWIT_ONLY, legacy.is_empty(), || {
+        format!(
+            "input(s) {legacy:?} of {} do not provably spend segwit outputs (a witness_utxo with \
+             a witness program, or P2SH of a witness redeem script): the txid could be malleated",
+            tx.compute_txid()
+        )
+    })
+}
+
+fn spends_segwit(tx: &Transaction, psbt: &Psbt, index: usize) -> bool {
+    let Some(spent) = spent_output(tx, psbt, index) else {
+        return false;
+    };
+    let spk = &spent.script_pubkey;
+    if spk.is_witness_program() {
+        return true;
+    }
+    let redeem = psbt.inputs.get(index).and_then(|i| i.redeem_script.as_ref());
+    spk.is_p2sh()
+        && redeem.is_some_and(|rs| {
+            rs.is_witness_program() && ScriptBuf::new_p2sh(&rs.script_hash()) == *spk
+        })
+}
+
+/// The output input `index` of `tx` spends, as its PSBT input tells: the `witness_utxo`, else
+/// the spent output of a `non_witness_utxo` that is the spent transaction.
+fn spent_output<'a>(tx: &Transaction, psbt: &'a Psbt, index: usize) -> Option<&'a TxOut> {
+    let input = psbt.inputs.get(index)?;
+    if let Some(utxo) = &input.witness_utxo {
+        return Some(utxo);
+    }
+    let outpoint = tx.input.get(index)?.previous_output;
+    let prev = input.non_witness_utxo.as_ref()?;
+    if prev.compute_txid() != outpoint.txid {
+        return None;
+    }
+    prev.output.get(usize::try_from(outpoint.vout).ok()?)
+}
+
+/// `onchain-fee-cap` on `tx` with the amounts of `psbt`'s inputs.
+fn check_fee(r: &Req<'_>, tx: &Transaction, psbt: &Psbt) -> Result<()> {
+    let limits = &r.policy.limits;
+    let mut total_in: u64 = 0;
+    for index in 0..tx.input.len() {
+        let Some(spent) = spent_output(tx, psbt, index) else {
+            return r.policy.check(FEE_CAP, false, || {
+                format!(
+                    "input {index} of {} carries no amount (no witness_utxo, nor the spent \
+                     transaction as non_witness_utxo): its fee cannot be checked",
+                    tx.compute_txid()
+                )
+            });
+        };
+        total_in = total_in.saturating_add(spent.value.to_sat());
+    }
+    let total_out = tx
+        .output
+        .iter()
+        .fold(0u64, |sum, o| sum.saturating_add(o.value.to_sat()));
+    // Outputs above the inputs make an invalid transaction, not a fee.
+    let fee = total_in.saturating_sub(total_out);
+    let weight = estimated_weight(tx, psbt).max(1);
+    let rate = u64::try_from(u128::from(fee) * 1000 / u128::from(weight)).unwrap_or(u64::MAX);
+    r.policy.check(
+        FEE_CAP,
+        fee <= limits.max_onchain_fee_sat && rate <= limits.max_onchain_feerate_per_kw,
+        || {
+            format!(
+                "{} pays a fee of {fee} sat at {rate} sat/kw (estimated weight {weight}); the \
+                 caps are {} sat and {} sat/kw",
+                tx.compute_txid(),
+                limits.max_onchain_fee_sat,
+                limits.max_onchain_feerate_per_kw
+            )
+        },
+    )
+}
+
+/// The weight of `tx` once signed, estimated from below: the transaction without witnesses,
+/// plus for each input its witness if it has one (in the transaction or as the PSBT's final
+/// witness), else the smallest witness of its script type (P2WPKH 108, P2TR key path 66,
+/// P2WSH one signature and the witness script when the PSBT has it), plus a P2SH redeem
+/// script push for wrapped segwit and a minimal P2PKH script for legacy inputs.
+pub fn estimated_weight(tx: &Transaction, psbt: &Psbt) -> u64 {
+    let mut base = tx.base_size() as u64;
+    let mut witness: u64 = 0;
+    let mut segwit = false;
+    for (index, txin) in tx.input.iter().enumerate() {
+        let input = psbt.inputs.get(index);
+        if !txin.witness.is_empty() {
+            witness += txin.witness.size() as u64;
+            segwit = true;
+            continue;
+        }
+        if let Some(w) = input.and_then(|i| i.final_script_witness.as_ref()) {
+            witness += w.size() as u64;
+            segwit = true;
+            continue;
+        }
+        let Some(spent) = spent_output(tx, psbt, index) else {
+            witness += 1;
+            continue;
+        };
+        let mut script: &Script = &spent.script_pubkey;
+        if script.is_p2sh() && txin.script_sig.is_empty() {
+            if let Some(redeem) = input.and_then(|i| i.redeem_script.as_ref()) {
+                // A push of the redeem script (its length stays a one-byte varint below 76).
+                base += redeem.len() as u64 + 1;
+                script = redeem;
+            }
+        }
+        witness += if script.is_p2wpkh() {
+            segwit = true;
+            1 + 1 + 72 + 1 + 33
+        } else if script.is_p2tr() {
+            segwit = true;
+            1 + 1 + 64
+        } else if script.is_p2wsh() {
+            segwit = true;
+            let ws = input.and_then(|i| i.witness_script.as_ref()).map_or(0, |ws| {
+                ws.len() as u64 + if ws.len() < 253 { 1 } else { 3 }
+            });
+            1 + 1 + 72 + ws
+        } else if script.is_witness_program() {
+            segwit = true;
+            1
+        } else {
+            if txin.script_sig.is_empty() {
+                base += 1 + 72 + 1 + 33;
+            }
+            1
+        };
+    }
+    if segwit {
+        base * 4 + 2 + witness
+    } else {
+        base * 4
+    }
+}
+
+/// Where outputs may pay: see the module documentation.
+struct Destinations<'a> {
+    keys: &'a KeyManager,
+    limits: &'a crate::limits::Limits,
+    network: Option<NetworkKind>,
+    /// Whether the wallet and the allowlist are allowed.
+    wallet_and_allowlist: bool,
+    /// Further scripts allowed (a shutdown script, our HTLC transaction's output).
+    extra: Vec<ScriptBuf>,
+}
+
+impl<'a> Destinations<'a> {
+    fn wallet_and_allowlist(r: &'a Req<'_>) -> Destinations<'a> {
+        let v = &r.session.bip32;
+        let network = Bip32Version::from_init(v.pubkey_version, v.privkey_version)
+            .ok()
+            .map(Bip32Version::network_kind);
+        Destinations {
+            keys: r.keys(),
+            limits: &r.policy.limits,
+            network,
+            wallet_and_allowlist: true,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The indexes of the outputs of `tx` that pay none of the allowed destinations, cheapest
+    /// checks first (`outputs` are the PSBT's outputs, with their key derivations).
+    fn unmatched(&self, tx: &Transaction, outputs: &[PsbtOutput]) -> Vec<usize> {
+        let mut open: Vec<usize> = (0..tx.output.len())
+            .filter(|&i| {
+                let out = &tx.output[i];
+                let extra = !out.script_pubkey.is_empty() && self.extra.contains(&out.script_pubkey);
+                out.value.to_sat() != 0 && !extra
+            })
+            .collect();
+        if !self.wallet_and_allowlist || open.is_empty() {
+            return open;
+        }
+        open.retain(|&i| {
+            !outputs
+                .get(i)
+                .is_some_and(|o| self.names_wallet_key(o, &tx.output[i].script_pubkey))
+        });
+        let allowed: Vec<Allowed> = self
+            .limits
+            .allowlist
+            .iter()
+            .filter_map(|entry| match Allowed::parse(entry, self.network) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    log::warn!("allowlist entry `{entry}` allows nothing: {e}");
+                    None
+                }
+            })
+            .collect();
+        open.retain(|&i| {
+            !allowed
+                .iter()
+                .any(|a| matches!(a, Allowed::Script(s) if *s == tx.output[i].script_pubkey))
+        });
+        if let Some(base) = wallet_base(self.keys) {
+            scan(&base, self.limits.wallet_scan_depth, tx, &mut open);
+        }
+        for xpub in allowed.iter().filter_map(|a| match a {
+            Allowed::Xpub(x) => Some(x),
+            Allowed::Script(_) => None,
+        }) {
+            for chain in [0, 1] {
+                if let Ok(branch) = xpub.ckd_pub(SECP256K1, ChildNumber::Normal { index: chain }) {
+                    scan(&branch, self.limits.allowlist_xpub_depth, tx, &mut open);
                 }
             }
         }
+        open
+    }
+
+    /// Whether the PSBT output names, by BIP32 or taproot derivation, a wallet key whose
+    /// script `script` is (verified by deriving the key at the index named).
+    fn names_wallet_key(&self, output: &PsbtOutput, script: &Script) -> bool {
+        let ecdsa = output.bip32_derivation.iter().any(|(pk, (_, path))| {
+            wallet_index(path)
+                .and_then(|i| wallet_pubkey(self.keys, i))
+                .is_some_and(|k| k == *pk && key_scripts(&k).iter().any(|s| **s == *script))
+        });
+        ecdsa
+            || output.tap_key_origins.iter().any(|(xonly, (_, (_, path)))| {
+                wallet_index(path)
+                    .and_then(|i| wallet_pubkey(self.keys, i))
+                    .is_some_and(|k| {
+                        k.x_only_public_key().0 == *xonly
+                            && ScriptBuf::new_p2tr(SECP256K1, *xonly, None) == *script
+                    })
+            })
     }
 }
+
+/// The wallet index a key derivation names: its last step, unhardened.
+fn wallet_index(path: &DerivationPath) -> Option<u32> {
+    match path.as_ref().last()? {
+        ChildNumber::Normal { index } => Some(*index),
+        ChildNumber::Hardened { .. } => None,
+    }
+}
+
+/// The extended public key whose child `i` is wallet key `i`: m/0/0, or m/86'/0'/0'/0 for a
+/// mnemonic secret (the keys `sign_withdrawal` spends wallet UTXOs with).
+fn wallet_base(keys: &KeyManager) -> Option<Xpub> {
+    match keys.bip86_base_xpub() {
+        Some(bip86) => bip86.ckd_pub(SECP256K1, ChildNumber::Normal { index: 0 }).ok(),
+        None => Some(keys.bip32_base_xpub()),
+    }
+}
+
+/// Wallet key `index` (public).
+fn wallet_pubkey(keys: &KeyManager, index: u32) -> Option<PublicKey> {
+    let child = ChildNumber::from_normal_idx(index).ok()?;
+    Some(wallet_base(keys)?.ckd_pub(SECP256K1, child).ok()?.public_key)
+}
+
+/// The P2WPKH and P2TR (BIP86 key path, no script tree) scripts of `key`.
+fn key_scripts(key: &PublicKey) -> [ScriptBuf; 2] {
+    [
+        ScriptBuf::new_p2wpkh(&CompressedPublicKey(*key).wpubkey_hash()),
+        ScriptBuf::new_p2tr(SECP256K1, key.x_only_public_key().0, None),
+    ]
+}
+
+/// Removes from `open` the outputs paying the P2WPKH or P2TR script of one of the first
+/// `depth` children of `base`; stops as soon as none is left.
+fn scan(base: &Xpub, depth: u32, tx: &Transaction, open: &mut Vec<usize>) {
+    for index in 0..depth.min(1 << 31) {
+        if open.is_empty() {
+            return;
+        }
+        let Ok(child) = base.ckd_pub(SECP256K1, ChildNumber::Normal { index }) else {
+            continue;
+        };
+        let scripts = key_scripts(&child.public_key);
+        open.retain(|&i| !scripts.contains(&tx.output[i].script_pubkey));
+    }
+}
+
+/// An allowlist entry, parsed.
+enum Allowed {
+    /// An address: its script.
+    Script(ScriptBuf),
+    /// An extended public key.
+    Xpub(Xpub),
+}
+
+impl Allowed {
+    /// Parses an address or an extended public key; with `network`, it must be of that
+    /// network (testnet, signet and regtest share the test kind).
+    fn parse(entry: &str, network: Option<NetworkKind>) -> std::result::Result<Allowed, String> {
+        let entry = entry.trim();
+        if let Ok(address) = entry.parse::<Address<NetworkUnchecked>>() {
+            let networks: &[Network] = match network {
+                None => &[],
+                Some(NetworkKind::Main) => &[Network::Bitcoin],
+                Some(NetworkKind::Test) => {
+                    &[Network::Testnet, Network::Testnet4, Network::Signet, Network::Regtest]
+                }
+            };
+            if !networks.is_empty() && !networks.iter().any(|n| address.is_valid_for_network(*n)) {
+                return Err(format!("an address of another network than {network:?}"));
+            }
+            return Ok(Allowed::Script(address.assume_checked().script_pubkey()));
+        }
+        match Xpub::from_str(entry) {
+            Ok(xpub) if network.is_none_or(|n| n == xpub.network) => Ok(Allowed::Xpub(xpub)),
+            Ok(xpub) => Err(format!(
+                "an extended public key of another network ({:?}) than {network:?}",
+                xpub.network
+            )),
+            Err(e) => Err(format!("neither an address nor an extended public key ({e})")),
+        }
+    }
+}
+
+/// In `sign_htlc_tx_mingle`: output `index` is paired with input `index`, which spends none of
+/// our listed UTXOs and carries at least the output's value (so it, not our inputs, pays it).
+fn paired_with_foreign_input(psbt: &Psbt, utxos: &[HsmUtxo], index: usize) -> bool {
+    let tx = &psbt.unsigned_tx;
+    let (Some(txin), Some(out)) = (tx.input.get(index), tx.output.get(index)) else {
+        return false;
+    };
+    let ours = utxos
+        .iter()
+        .any(|u| OutPoint { txid: u.txid, vout: u.vout } == txin.previous_output);
+    !ours && spent_output(tx, psbt, index).is_some_and(|spent| spent.value >= out.value)
+}
+
+/// The funding scripts (P2WSH of the 2-of-2) of every channel that was set up and not
+/// forgotten.
+fn channel_funding_scripts(r: &Req<'_>) -> Result<Vec<ScriptBuf>> {
+    if r.in_transaction() {
+        return Ok(Vec::new());
+    }
+    let mut scripts = Vec::new();
+    for (key, state) in r.store().channels()? {
+        if state.forgotten {
+            continue;
+        }
+        let (Some(setup), Ok(secrets)) = (decode_setup(&key, &state), r.channel_secrets(&key))
+        else {
+            continue;
+        };
+        let ours = secrets.funding_key.public_key(SECP256K1);
+        let redeem = funding_redeem_script(&ours, &setup.remote_funding_pubkey);
+        scripts.push(ScriptBuf::new_p2wsh(&redeem.wscript_hash()));
+    }
+    Ok(scripts)
+}
+
+/// The stored `setup_channel` of a channel, if it was set up (and still decodes).
+fn decode_setup(key: &ChannelKey, state: &ChannelState) -> Option<SetupChannel> {
+    let bytes = state.setup.as_deref()?;
+    SetupChannel::decode(bytes)
+        .map_err(|e| log::warn!("stored setup of channel {} does not decode: {e}", key.dbid))
+        .ok()
+}
+
+/// The P2WSH scripts of the BOLT 3 delayed output of our commitment `n` (what our HTLC
+/// transactions pay), with either side's `to_self_delay`.
+fn delayed_output_scripts(
+    r: &Req<'_>,
+    key: &ChannelKey,
+    state: &ChannelState,
+    n: u64,
+) -> Vec<ScriptBuf> {
+    let Some(setup) = decode_setup(key, state) else {
+        return Vec::new();
+    };
+    let Ok(secrets) = r.channel_secrets(key) else {
+        return Vec::new();
+    };
+    let Ok(point) = secrets.per_commitment_point(n) else {
+        return Vec::new();
+    };
+    let delayed_base = secrets.delayed_payment_basepoint_secret.public_key(SECP256K1);
+    let (Ok(delayed), Some(revocation)) = (
+        derive_simple_pubkey(&delayed_base, &point),
+        revocation_pubkey(&setup.remote_basepoints.revocation, &point),
+    ) else {
+        return Vec::new();
+    };
+    [setup.remote_to_self_delay, setup.local_to_self_delay]
+        .iter()
+        .map(|&delay| {
+            let script = to_local_script(&revocation, delay, &delayed);
+            ScriptBuf::new_p2wsh(&script.wscript_hash())
+        })
+        .collect()
+}
+
+/// BOLT 3 `revocationpubkey`: `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)` for revocation basepoint
+/// `R` and per-commitment point `P`.
+fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicKey> {
+    let factor = |a: &PublicKey, b: &PublicKey| {
+        let hash: [u8; 32] = Sha256::new()
+            .chain_update(a.serialize())
+            .chain_update(b.serialize())
+            .finalize()
+            .into();
+        Scalar::from_be_bytes(hash).ok()
+    };
+    let from_base = basepoint.mul_tweak(SECP256K1, &factor(basepoint, point)?).ok()?;
+    let from_point = point.mul_tweak(SECP256K1, &factor(point, basepoint)?).ok()?;
+    from_base.combine(&from_point).ok()
+}
+
+/// BOLT 3 `to_local` script (also the output script of HTLC-success/timeout transactions).
+fn to_local_script(revocation: &PublicKey, to_self_delay: u16, delayed: &PublicKey) -> ScriptBuf {
+    Builder::new()
+        .push_opcode(OP_IF)
+        .push_slice(revocation.serialize())
+        .push_opcode(OP_ELSE)
+        .push_int(i64::from(to_self_delay))
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_DROP)
+        .push_slice(delayed.serialize())
+        .push_opcode(OP_ENDIF)
+        .push_opcode(OP_CHECKSIG)
+        .into_script()
+}
+
+/// `onchain-destination-allowlisted` over the outputs left in `open`.
+fn report_destinations(r: &Req<'_>, tx: &Transaction, open: &[usize], allowed: &str) -> Result<()> {
+    r.policy.check(DESTINATION, open.is_empty(), || {
+        format!(
+            "{} pays outside {allowed}: {}",
+            tx.compute_txid(),
+            describe_outputs(tx, open)
+        )
+    })
+}
+
+fn describe_outputs(tx: &Transaction, indexes: &[usize]) -> String {
+    let parts: Vec<String> = indexes
+        .iter()
+        .map(|&i| {
+            let out = &tx.output[i];
+            format!("output {i} ({} sat to {})", out.value.to_sat(), out.script_pubkey.to_hex_string())
+        })
+        .collect();
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests;

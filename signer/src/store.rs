@@ -73,6 +73,29 @@ pub struct ChannelState {
     /// every later holder commitment must never be revoked.
     #[serde(default)]
     pub holder_signed_from: Option<u64>,
+    /// What the latest holder commitments we validated gave us (commitment number -> balance),
+    /// the newest two: `commitment-balance` measures the next one against them.
+    #[serde(default)]
+    pub holder_balances: BTreeMap<u64, CommitmentBalance>,
+    /// What the latest counterparty commitments we signed gave us, the newest two.
+    #[serde(default)]
+    pub counterparty_balances: BTreeMap<u64, CommitmentBalance>,
+}
+
+/// What one commitment transaction gave us, as the `commitment-balance` rule measures it
+/// (see `policy_channel`).
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
+pub struct CommitmentBalance {
+    /// Our balance output (our `to_local` on a holder commitment, our `to_remote` on the
+    /// peer's), satoshis; 0 when it is absent (trimmed).
+    pub ours_sat: u64,
+    /// The BOLT 3 fee of the commitment at its fee rate, satoshis.
+    pub fee_sat: u64,
+    /// The channel value left out of the outputs beyond that fee and the anchors: trimmed
+    /// HTLCs and balances, and rounding (negative if the outputs take more).
+    pub dust_sat: i64,
+    /// The HTLCs we offered in it: amount (msat), payment hash (hex), CLTV expiry.
+    pub offered: Vec<(u64, String, u32)>,
 }
 
 /// The signer's database.

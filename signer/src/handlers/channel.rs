@@ -13,6 +13,8 @@
 //! | `revoke-in-order` | revoking out of order or twice (ours and the peer's) |
 //! | `commitment-holder-not-revoked` | revoking a holder commitment that was signed for broadcast |
 //! | `revocation-secret-matches` | a peer's secret that is not the one of the point it gave |
+//! | `channel-safe-type`, `channel-to-self-delay`, `channel-max-value` | a `setup_channel` whose channel type, delays or value are unsafe |
+//! | `commitment-feerate`, `commitment-htlc-limits`, `channel-dust-limit`, `commitment-balance` | validating a holder commitment whose content is unsafe (see `policy_channel`) |
 //!
 //! Numbers are compared as given; a channel's first validated (or signed) commitment fixes
 //! where its history starts, so channels need not begin at commitment 0.
@@ -22,6 +24,7 @@ use crate::context::ChannelKey;
 use crate::error::{Result, SignerError};
 use crate::handler::Req;
 use crate::keys::channel::MAX_COMMITMENT_NUMBER;
+use crate::policy_channel::{self, Commitment, Owner};
 use crate::store::ChannelState;
 use bitcoin::hashes::Hash;
 use protocol::msgs::*;
@@ -90,6 +93,7 @@ pub(crate) fn setup_channel(r: &mut Req<'_>, m: SetupChannel) -> Result<Message>
     let key = r.client.channel_key();
     let mut state = r.channel_state(&key)?;
     check_not_forgotten(r, &key, &state)?;
+    policy_channel::check_setup(r.policy, &m)?;
     let encoded = m
         .encode()
         .map_err(|e| SignerError::BadRequest(format!("setup_channel cannot be kept: {e}")))?;
@@ -212,7 +216,19 @@ pub(crate) fn validate_commitment_tx(r: &mut Req<'_>, m: ValidateCommitmentTx) -
             )
         },
     )?;
+    let our_point = r.channel_secrets(&key)?.per_commitment_point(n).ok();
+    let commitment = our_point.map(|point| Commitment {
+        owner: Owner::Holder,
+        number: n,
+        point,
+        tx: &m.tx,
+        terms: Some((&m.htlcs, m.feerate)),
+    });
+    let balance = policy_channel::check_channel_commitment(r, &key, &state, commitment)?;
     if n <= MAX_COMMITMENT_NUMBER {
+        if let Some(b) = balance {
+            policy_channel::record_balance(&mut state.holder_balances, n, b);
+        }
         if state.holder_validated.is_none() {
             // The channel's history starts here: nothing older can be revealed or signed.
             state.holder_revoked_below = state.holder_revoked_below.max(n);

@@ -10,6 +10,14 @@
 //! | `commitment-number-monotonic` | signing an older counterparty commitment than one signed, or re-signing one with another point |
 //! | `commitment-previous-revoked` | signing counterparty commitment `n` while `n - 2` is not revoked |
 //! | `commitment-holder-not-revoked` | signing a holder commitment that was revoked |
+//! | `commitment-feerate` | signing a counterparty commitment whose fee rate is out of range |
+//! | `commitment-htlc-limits` | too many or too large HTLCs, or an output that is no listed HTLC, balance or anchor |
+//! | `channel-dust-limit` | a commitment with an output (anchors aside) below the smallest dust limit |
+//! | `commitment-balance` | a commitment not spending the funding outpoint, or giving us less than the channel's history allows |
+//!
+//! The content rules (the last four) are in `policy_channel`, whose docs say exactly what
+//! they check; `sign_commitment_tx` (our own commitment) must give us at least what the
+//! commitment of that number gave us when it was validated.
 
 use super::channel::check_set_up;
 use crate::bolt3::funding_redeem_script;
@@ -18,6 +26,7 @@ use crate::error::{Result, SignerError};
 use crate::handler::Req;
 use crate::keys::channel::{derive_simple_privkey, MAX_COMMITMENT_NUMBER};
 use crate::keys::ChannelSecrets;
+use crate::policy_channel::{self, Commitment, Owner};
 use crate::sign::{segwit_v0_sighash, sign_ecdsa_cln_grind};
 use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::{Amount, Script};
@@ -155,7 +164,18 @@ pub(crate) fn sign_remote_commitment_tx(
             )
         },
     )?;
+    let commitment = Commitment {
+        owner: Owner::Counterparty,
+        number: n,
+        point: m.remote_per_commit,
+        tx: &m.tx,
+        terms: Some((&m.htlcs, m.feerate)),
+    };
+    let balance = policy_channel::check_channel_commitment(r, &key, &state, Some(commitment))?;
     if n <= MAX_COMMITMENT_NUMBER {
+        if let Some(b) = balance {
+            policy_channel::record_balance(&mut state.counterparty_balances, n, b);
+        }
         if state.counterparty_signed.is_none() {
             // The channel's history starts here: there is nothing older to be revoked.
             state.counterparty_revoked_below = state.counterparty_revoked_below.max(n);
@@ -212,6 +232,14 @@ pub(crate) fn sign_commitment_tx(r: &mut Req<'_>, m: SignCommitmentTx) -> Result
             )
         },
     )?;
+    let commitment = secrets.per_commitment_point(n).ok().map(|point| Commitment {
+        owner: Owner::Holder,
+        number: n,
+        point,
+        tx: &m.tx,
+        terms: None,
+    });
+    policy_channel::check_channel_commitment(r, &key, &state, commitment)?;
     state.holder_signed_from = Some(state.holder_signed_from.map_or(n, |s| s.min(n)));
     r.put_channel_state(&key, &state)?;
     Ok(SignCommitmentTxReply::new(sig).into())
@@ -225,6 +253,7 @@ pub(crate) fn sign_mutual_close_tx(r: &mut Req<'_>, m: SignMutualCloseTx) -> Res
     check_set_up(r, &key, &state)?;
     let secrets = r.channel_secrets(&key)?;
     let sig = sign_funding_input(&secrets, &m.remote_funding_key, &m.tx, 0)?;
+    crate::policy_onchain::check_mutual_close(r, &key, &state, &m.tx)?;
     Ok(SignTxReply::new(sig).into())
 }
 
@@ -238,5 +267,6 @@ pub(crate) fn sign_splice_tx(r: &mut Req<'_>, m: SignSpliceTx) -> Result<Message
     let index = usize::try_from(m.input_index)
         .map_err(|_| SignerError::BadRequest(format!("bad input {}", m.input_index)))?;
     let sig = sign_funding_input(&secrets, &m.remote_funding_key, &m.tx, index)?;
+    crate::policy_onchain::check_splice(r, &m.tx)?;
     Ok(SignTxReply::new(sig).into())
 }

@@ -15,6 +15,10 @@
 //! onchaind's forms work on the client's own channel; the `sign_any_*` forms name the channel
 //! (peer id, dbid) and the input. As hsmd, the transaction must have exactly one input and the
 //! named input must exist (so it is input 0); anything else is a bad request.
+//!
+//! Before signing, the on-chain rules check where the sweep pays and its fee (the output to
+//! the wallet or an allowlisted destination; our HTLC transaction to its BOLT 3 delayed
+//! output): see [`crate::policy_onchain`].
 
 use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::{Amount, Script, Transaction};
@@ -27,6 +31,7 @@ use crate::context::ChannelKey;
 use crate::error::{Result, SignerError};
 use crate::handler::Req;
 use crate::keys::channel::{derive_revocation_privkey, derive_simple_privkey};
+use crate::policy_onchain::check_sweep;
 use crate::psbt_sign::input_amount;
 use crate::sign::{segwit_v0_sighash, sign_ecdsa_cln_grind};
 
@@ -112,8 +117,8 @@ pub(crate) fn sign_any_local_htlc_tx(r: &mut Req<'_>, m: SignAnyLocalHtlcTx) -> 
     let key = derive_simple_privkey(&secrets.htlc_basepoint_secret, &point)
         .map_err(|_| SignerError::BadRequest("Failed deriving htlc privkey".into()))?;
     check_single_input(tx)?;
-    check_sweep_outputs(r, &channel, tx)?;
     let amount = input_amount(&m.tx.psbt, 0)?;
+    check_sweep(r, &channel, &m.tx, Some(m.commit_num))?;
     sign(
         tx,
         &m.wscript,
@@ -128,7 +133,7 @@ fn channel_of(peer_id: NodeId, dbid: u64) -> ChannelKey {
 }
 
 fn delayed_payment_to_us(
-    r: &Req<'_>,
+    r: &mut Req<'_>,
     channel: &ChannelKey,
     input: u32,
     commit_num: u64,
@@ -145,7 +150,7 @@ fn delayed_payment_to_us(
 }
 
 fn remote_htlc_to_us(
-    r: &Req<'_>,
+    r: &mut Req<'_>,
     channel: &ChannelKey,
     input: u32,
     remote_point: &PublicKey,
@@ -161,7 +166,7 @@ fn remote_htlc_to_us(
 }
 
 fn penalty_to_us(
-    r: &Req<'_>,
+    r: &mut Req<'_>,
     channel: &ChannelKey,
     input: u32,
     revocation_secret: &[u8; 32],
@@ -178,7 +183,7 @@ fn penalty_to_us(
 
 /// hsmd's `handle_sign_to_us_tx`: `input` must exist and be the only one; input 0 is signed.
 fn sign_to_us(
-    r: &Req<'_>,
+    r: &mut Req<'_>,
     channel: &ChannelKey,
     input: u32,
     tx: &BitcoinTx,
@@ -188,8 +193,8 @@ fn sign_to_us(
 ) -> Result<Message> {
     check_input_index(input, &tx.tx)?;
     check_single_input(&tx.tx)?;
-    check_sweep_outputs(r, channel, &tx.tx)?;
     let amount = input_amount(&tx.psbt, 0)?;
+    check_sweep(r, channel, tx, None)?;
     sign(&tx.tx, wscript, amount, flag, key)
 }
 
@@ -209,13 +214,6 @@ fn check_single_input(tx: &Transaction) -> Result<()> {
     if tx.input.len() != 1 {
         return Err(SignerError::BadRequest("bad txinput count".into()));
     }
-    Ok(())
-}
-
-/// Policy hook: the one place where rules on where a sweep of `channel` may send its funds
-/// (e.g. `onchain-destination-allowlisted`) check the outputs of `tx` before it is signed.
-/// Core Lightning's hsmd checks nothing here, and neither does this yet.
-fn check_sweep_outputs(_r: &Req<'_>, _channel: &ChannelKey, _tx: &Transaction) -> Result<()> {
     Ok(())
 }
 

@@ -13,9 +13,12 @@
 //!
 //! The PSBT rules (which fields are added, ECDSA for segwit v0, BIP86 key-path Schnorr for
 //! P2TR, libwally's nonces and serialization) are in [`crate::psbt_sign`].
+//!
+//! Before anything is signed, the on-chain rules check the PSBT (segwit inputs only, the fee
+//! cap, outputs to the wallet, allowlisted destinations or a channel's funding output): see
+//! [`crate::policy_onchain`].
 
 use bitcoin::opcodes::all::{OP_CHECKSIGVERIFY, OP_CSV};
-use bitcoin::psbt::Psbt;
 use bitcoin::script::Builder;
 use bitcoin::{CompressedPublicKey, OutPoint, ScriptBuf};
 use protocol::msgs::*;
@@ -27,11 +30,12 @@ use crate::context::ChannelKey;
 use crate::error::{Result, SignerError, FAIL_INTERNAL_ERROR, FAIL_MASTER_IO};
 use crate::handler::Req;
 use crate::keys::KeyError;
+use crate::policy_onchain::{check_wallet_tx, WalletRequest};
 use crate::psbt_sign::WallyPsbt;
 
 /// Answers `SignWithdrawal`: signs our UTXOs in lightningd's PSBT.
 pub(crate) fn sign_withdrawal(r: &mut Req<'_>, m: SignWithdrawal) -> Result<Message> {
-    check_wallet_outputs(r, &m.psbt, &m.inputs)?;
+    check_wallet_tx(r, WalletRequest::Withdrawal, &m.psbt, &m.inputs)?;
     let mut psbt = WallyPsbt::new(m.psbt);
     sign_our_inputs(r, &m.inputs, &mut psbt)?;
     Ok(SignWithdrawalReply::new(psbt.into_reply()).into())
@@ -40,7 +44,7 @@ pub(crate) fn sign_withdrawal(r: &mut Req<'_>, m: SignWithdrawal) -> Result<Mess
 /// Answers `SignAnchorspend`: signs our UTXOs, then every input that names the channel's
 /// funding key (the anchor) with that key.
 pub(crate) fn sign_anchorspend(r: &mut Req<'_>, m: SignAnchorspend) -> Result<Message> {
-    check_wallet_outputs(r, &m.psbt, &m.inputs)?;
+    check_wallet_tx(r, WalletRequest::Anchorspend, &m.psbt, &m.inputs)?;
     let mut psbt = WallyPsbt::new(m.psbt);
     sign_our_inputs(r, &m.inputs, &mut psbt)?;
     let channel = ChannelKey {
@@ -55,7 +59,7 @@ pub(crate) fn sign_anchorspend(r: &mut Req<'_>, m: SignAnchorspend) -> Result<Me
 /// Answers `SignHtlcTxMingle`: signs our UTXOs added to an HTLC transaction (whose HTLC input
 /// lightningd already signed with SINGLE|ANYONECANPAY).
 pub(crate) fn sign_htlc_tx_mingle(r: &mut Req<'_>, m: SignHtlcTxMingle) -> Result<Message> {
-    check_wallet_outputs(r, &m.psbt, &m.inputs)?;
+    check_wallet_tx(r, WalletRequest::HtlcTxMingle, &m.psbt, &m.inputs)?;
     let mut psbt = WallyPsbt::new(m.psbt);
     sign_our_inputs(r, &m.inputs, &mut psbt)?;
     Ok(SignHtlcTxMingleReply::new(psbt.into_reply()).into())
@@ -77,14 +81,6 @@ pub(crate) fn get_output_scriptpubkey(
         .map_err(|e| SignerError::BadRequest(format!("deriving unilateral close key: {e}")))?;
     let script = p2wpkh(&key.public_key(SECP256K1));
     Ok(GetOutputScriptpubkeyReply::new(script.into_bytes()).into())
-}
-
-/// Policy hook: the one place where rules on the outputs of a wallet transaction (e.g.
-/// `onchain-destination-allowlisted`: change and sweeps to our own wallet or allowlisted
-/// addresses only) check `psbt` and the UTXOs it spends before anything is signed. Core
-/// Lightning's hsmd checks nothing here, and neither does this yet.
-fn check_wallet_outputs(_r: &Req<'_>, _psbt: &Psbt, _utxos: &[HsmUtxo]) -> Result<()> {
-    Ok(())
 }
 
 /// hsmd's `sign_our_inputs`: for each UTXO, each input spending it gets the UTXO's key
@@ -160,6 +156,7 @@ mod tests {
     use crate::store::Store;
     use crate::Signer;
     use bitcoin::absolute::LockTime;
+    use bitcoin::psbt::Psbt;
     use bitcoin::hashes::Hash;
     use bitcoin::{transaction, Amount, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
     use protocol::types::{CloseInfo, NodeId};

@@ -1,0 +1,747 @@
+//! The channel and commitment rules: what kind of channel the signer takes part in
+//! (`setup_channel`), and what a commitment transaction may contain before we sign it
+//! (`sign_remote_commitment_tx`, `sign_commitment_tx`) or accept the peer's signature on it
+//! (`validate_commitment_tx`).
+//!
+//! | rule | refuses | limits |
+//! |---|---|---|
+//! | `channel-safe-type` | a channel type without `option_static_remotekey` (bit 12) or `option_anchors_zero_fee_htlc_tx` (bit 22); any bit but 12, 22, `option_scid_alias` (46), and `option_zeroconf` (50) when we fund | |
+//! | `channel-to-self-delay` | either side's `to_self_delay` out of range | `min_to_self_delay`, `max_to_self_delay` |
+//! | `channel-max-value` | a channel above the maximum, or pushing more than its value | `max_channel_value_sat` |
+//! | `channel-dust-limit` | a commitment output (anchors aside) below the minimum dust limit | `min_dust_limit_sat` |
+//! | `commitment-feerate` | a commitment fee rate out of range | `min_feerate_per_kw`, `max_feerate_per_kw` |
+//! | `commitment-htlc-limits` | too many HTLCs, too large an HTLC, an output that is no balance, anchor, or listed HTLC | `max_htlcs`, `max_htlc_value_msat` |
+//! | `commitment-balance` | a commitment not spending the funding outpoint, or taking more than the channel, or leaving too much out of its outputs, or giving us less than the history allows | `max_commitment_dust_sat` |
+//!
+//! Channel types: `option_anchor_outputs` (bit 20, anchors whose HTLC transactions carry their
+//! own fee) is refused: its `SIGHASH_SINGLE|ANYONECANPAY` HTLC signatures let the peer take
+//! the HTLC transactions' fees, which is why zero-fee HTLC anchors replaced it (Core Lightning
+//! no longer opens such channels). `option_zeroconf` is refused when the peer funds: payments
+//! over a channel whose funding can still be double-spent could be lost.
+//!
+//! Dust limits: hsmd's protocol carries neither side's `dust_limit_satoshis`. BOLT 3 trims every
+//! output below the commitment owner's dust limit, so an output below `min_dust_limit_sat`
+//! shows a dust limit below it (such a commitment would not even relay). A dust limit that is
+//! too high leaves no trace (the trimmed output is simply absent), so `max_dust_limit_sat` is
+//! not checked; what it would cost, value trimmed into fees, is bounded by `commitment-balance`.
+//!
+//! # What `commitment-balance` checks, exactly
+//!
+//! Outputs are recognised by their scripts, built from the channel's keys as BOLT 3 builds
+//! them: our balance (our `to_local` on a holder commitment: P2WSH of the `to_local` script
+//! with our delayed key and the peer's `to_self_delay`; our `to_remote` on the peer's
+//! commitment: P2WPKH of our payment basepoint, or its P2WSH `OP_CHECKSIGVERIFY 1 OP_CSV`
+//! script with anchors), the peer's balance, the two anchors, and one HTLC output per listed
+//! HTLC. With `value` the channel value of `setup_channel`:
+//!
+//! 1. the only input spends the channel's funding outpoint (from `setup_channel`, moved by
+//!    `lock_outpoint`), the amount the signature commits to is `value`, and the outputs
+//!    together take at most `value`;
+//! 2. `dust = value - outputs (anchors aside) - fee - anchors (660 sat with anchors)` is at
+//!    most `max_commitment_dust_sat`, where `fee` is the BOLT 3 fee at the request's fee rate
+//!    (weight 724, or 1124 with anchors, plus 172 per HTLC output): `dust` is the value of
+//!    trimmed HTLCs and balances, which hsmd's requests do not list;
+//! 3. our balance `ours` (0 when trimmed) is at least
+//!    `prev.ours - new_offered - fee_increase - max(0, dust - prev.dust)`, where `prev` is the
+//!    previous commitment of the same side (holder or counterparty) — or, for the first one,
+//!    the opening: `value - push - 660 (anchors)` if we fund, else the push, with no fee, dust
+//!    or HTLCs —, `new_offered` is the sum of the HTLCs we offer that `prev` did not have
+//!    (rounded up to satoshis), and `fee_increase` is `fee - prev.fee` when we fund the
+//!    channel (negative when the fee drops: then our balance must grow by as much), 0
+//!    otherwise. Every legitimate BOLT 2 update passes: a balance moves down only when we
+//!    offer an HTLC or pay more fee, and an HTLC offered or trimmed lands in `new_offered` or
+//!    `dust`.
+//!
+//! `sign_commitment_tx` (our own commitment, for broadcast) carries no fee rate and no HTLCs:
+//! it checks 1, and that our balance is at least what the validated commitment of that number
+//! gave us (a commitment never validated has no known balance and is refused).
+//!
+//! What it cannot see: whether an HTLC that left a commitment was fulfilled or failed (hsmd's
+//! protocol carries no preimages), so an HTLC we offered may vanish to the peer; and trimmed
+//! HTLCs, so value can move through `dust` up to `max_commitment_dust_sat` per commitment.
+//! Paying HTLCs is what the payment rules (invoice preapproval, velocity) limit. A splice
+//! changes the funding outpoint and value in ways hsmd's protocol does not tell the signer:
+//! commitments of an unconfirmed splice, and after a splice that changed the channel value,
+//! are refused, so a node that splices runs `commitment-balance` in warn mode.
+
+use crate::context::ChannelKey;
+use crate::handler::Req;
+use crate::keys::channel::derive_simple_pubkey;
+use crate::keys::ChannelSecrets;
+use crate::policy::Policy;
+use crate::psbt_sign::input_amount;
+use crate::store::{ChannelState, CommitmentBalance};
+use crate::error::Result;
+use bitcoin::hashes::{hash160, ripemd160, Hash};
+use bitcoin::opcodes::all::{
+    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_DROP, OP_DUP,
+    OP_ELSE, OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_IFDUP, OP_NOTIF,
+    OP_PUSHNUM_16, OP_SIZE, OP_SWAP,
+};
+use bitcoin::script::Builder;
+use bitcoin::{CompressedPublicKey, ScriptBuf, Transaction};
+use protocol::msgs::SetupChannel;
+use protocol::types::{BitcoinTx, ChannelType, HsmHtlc, Side};
+use secp256k1::{PublicKey, Scalar, SECP256K1};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+
+/// `channel-safe-type`.
+pub(crate) const SAFE_TYPE: &str = "channel-safe-type";
+/// `channel-to-self-delay`.
+pub(crate) const TO_SELF_DELAY: &str = "channel-to-self-delay";
+/// `channel-max-value`.
+pub(crate) const MAX_VALUE: &str = "channel-max-value";
+/// `channel-dust-limit`.
+pub(crate) const DUST_LIMIT: &str = "channel-dust-limit";
+/// `commitment-feerate`.
+pub(crate) const FEERATE: &str = "commitment-feerate";
+/// `commitment-htlc-limits`.
+pub(crate) const HTLC_LIMITS: &str = "commitment-htlc-limits";
+/// `commitment-balance`.
+pub(crate) const BALANCE: &str = "commitment-balance";
+
+/// The value of each anchor output (BOLT 3).
+const ANCHOR_SAT: u64 = 330;
+/// Commitment weight without HTLC outputs, and per HTLC output (BOLT 3 "Fee Calculation").
+const BASE_WEIGHT: u64 = 724;
+const BASE_WEIGHT_ANCHORS: u64 = 1124;
+const HTLC_OUTPUT_WEIGHT: u64 = 172;
+
+/// Checks the parameters `setup_channel` fixes: `channel-safe-type`, `channel-to-self-delay`,
+/// `channel-max-value`.
+pub(crate) fn check_setup(policy: &Policy, m: &SetupChannel) -> Result<()> {
+    let t = &m.channel_type;
+    let unsafe_bits: Vec<usize> = t
+        .bits()
+        .into_iter()
+        .filter(|&b| !safe_bit(b, m.is_outbound))
+        .collect();
+    let base = t.has(ChannelType::STATIC_REMOTEKEY) || t.has(ChannelType::ANCHORS_ZERO_FEE_HTLC);
+    policy.check(SAFE_TYPE, base && unsafe_bits.is_empty(), || {
+        format!(
+            "channel type {:?} (bitfield {}): {}",
+            t.bits(),
+            hex::encode(t.as_bytes()),
+            if base {
+                format!("feature bits {unsafe_bits:?} are unknown or unsafe")
+            } else {
+                "neither option_static_remotekey (12) nor zero-fee HTLC anchors (22)".into()
+            }
+        )
+    })?;
+
+    let l = &policy.limits;
+    let range = l.min_to_self_delay..=l.max_to_self_delay;
+    policy.check(
+        TO_SELF_DELAY,
+        range.contains(&m.local_to_self_delay) && range.contains(&m.remote_to_self_delay),
+        || {
+            format!(
+                "to_self_delay {} (ours on the peer) and {} (the peer's on us) must be within {}..={}",
+                m.local_to_self_delay,
+                m.remote_to_self_delay,
+                l.min_to_self_delay,
+                l.max_to_self_delay
+            )
+        },
+    )?;
+
+    let value = m.channel_value.to_sat();
+    let push = m.push_value.to_msat();
+    policy.check(
+        MAX_VALUE,
+        value <= l.max_channel_value_sat && u128::from(push) <= u128::from(value) * 1000,
+        || {
+            format!(
+                "channel of {value} sat pushing {push} msat: at most {} sat, pushing at most its value",
+                l.max_channel_value_sat
+            )
+        },
+    )
+}
+
+/// Whether a channel feature bit is one the signer knows to be safe.
+fn safe_bit(bit: usize, we_fund: bool) -> bool {
+    match bit {
+        ChannelType::STATIC_REMOTEKEY | ChannelType::ANCHORS_ZERO_FEE_HTLC => true,
+        ChannelType::SCID_ALIAS => true,
+        ChannelType::ZEROCONF => we_fund,
+        _ => false,
+    }
+}
+
+/// Whose commitment transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Ours (we may broadcast it; the peer signed it).
+    Holder,
+    /// The peer's (we sign it).
+    Counterparty,
+}
+
+/// A commitment transaction to check, as a request describes it.
+pub(crate) struct Commitment<'a> {
+    /// Whose it is.
+    pub owner: Owner,
+    /// Its commitment number.
+    pub number: u64,
+    /// The owner's per-commitment point for it.
+    pub point: PublicKey,
+    /// The transaction.
+    pub tx: &'a BitcoinTx,
+    /// The HTLCs and fee rate the request gives; `None` for `sign_commitment_tx`, which
+    /// gives neither.
+    pub terms: Option<(&'a [HsmHtlc], u32)>,
+}
+
+/// What [`check_commitment`] needs of the channel.
+pub(crate) struct Channel<'a> {
+    /// The stored `setup_channel`.
+    pub setup: &'a SetupChannel,
+    /// Our channel secrets.
+    pub secrets: &'a ChannelSecrets,
+    /// Its state before this request.
+    pub state: &'a ChannelState,
+}
+
+/// Checks a commitment against every commitment content rule; returns what it gives us, to
+/// be recorded for the next one (see the module docs).
+pub(crate) fn check_commitment(
+    policy: &Policy,
+    ch: &Channel<'_>,
+    c: &Commitment<'_>,
+) -> Result<CommitmentBalance> {
+    let l = &policy.limits;
+    let n = c.number;
+    if let Some((htlcs, feerate)) = c.terms {
+        policy.check(
+            FEERATE,
+            (l.min_feerate_per_kw..=l.max_feerate_per_kw).contains(&feerate),
+            || {
+                format!(
+                    "commitment {n} fee rate {feerate} sat/kw must be within {}..={}",
+                    l.min_feerate_per_kw, l.max_feerate_per_kw
+                )
+            },
+        )?;
+        let largest = htlcs.iter().map(|h| h.amount.to_msat()).max().unwrap_or(0);
+        policy.check(
+            HTLC_LIMITS,
+            htlcs.len() <= l.max_htlcs && largest <= l.max_htlc_value_msat,
+            || {
+                format!(
+                    "commitment {n} has {} HTLCs, the largest {largest} msat: at most {} of at most {} msat",
+                    htlcs.len(),
+                    l.max_htlcs,
+                    l.max_htlc_value_msat
+                )
+            },
+        )?;
+    }
+
+    let layout = Layout::of(ch, c);
+    let tx = &c.tx.tx;
+    if c.terms.is_some() {
+        policy.check(HTLC_LIMITS, layout.unknown.is_empty(), || {
+            format!(
+                "commitment {n}: {} match no listed HTLC, balance or anchor",
+                describe(tx, &layout.unknown)
+            )
+        })?;
+    }
+    let small: Vec<usize> = (0..tx.output.len())
+        .filter(|i| !layout.anchors.contains(i) && tx.output[*i].value.to_sat() < l.min_dust_limit_sat)
+        .collect();
+    policy.check(DUST_LIMIT, small.is_empty(), || {
+        format!(
+            "commitment {n}: {} below the smallest dust limit {} sat",
+            describe(tx, &small),
+            l.min_dust_limit_sat
+        )
+    })?;
+
+    check_funding(policy, ch, c)?;
+    let value = ch.setup.channel_value.to_sat();
+    let offered: Vec<(u64, String, u32)> = match c.terms {
+        Some((htlcs, _)) => htlcs
+            .iter()
+            .filter(|h| h.side == Side::Local)
+            .map(|h| {
+                (
+                    h.amount.to_msat(),
+                    hex::encode(h.payment_hash.to_byte_array()),
+                    h.cltv_expiry,
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let Some((_, feerate)) = c.terms else {
+        // Our own commitment for broadcast: it must give us what its validation did.
+        let validated = ch.state.holder_balances.get(&n);
+        policy.check(
+            BALANCE,
+            validated.is_some_and(|v| layout.ours >= v.ours_sat),
+            || match validated {
+                None => format!("holder commitment {n} was never validated: its balance is unknown"),
+                Some(v) => format!(
+                    "holder commitment {n} gives us {} sat, its validated version {} sat",
+                    layout.ours, v.ours_sat
+                ),
+            },
+        )?;
+        return Ok(CommitmentBalance { ours_sat: layout.ours, ..Default::default() });
+    };
+
+    let fee = u64::from(feerate).saturating_mul(layout.weight()) / 1000;
+    let anchors_sat = if layout.anchors_channel { 2 * ANCHOR_SAT } else { 0 };
+    let dust = i128::from(value) - layout.non_anchor_total as i128 - i128::from(fee) - i128::from(anchors_sat);
+    policy.check(BALANCE, dust <= i128::from(l.max_commitment_dust_sat), || {
+        format!(
+            "commitment {n} leaves {dust} sat of the channel's {value} out of its outputs beyond its fee of {fee} sat: at most {}",
+            l.max_commitment_dust_sat
+        )
+    })?;
+
+    let history = match c.owner {
+        Owner::Holder => &ch.state.holder_balances,
+        Owner::Counterparty => &ch.state.counterparty_balances,
+    };
+    let opening;
+    let prev = match history.range(..n).next_back() {
+        Some((_, p)) => p,
+        None => {
+            opening = opening_balance(ch.setup, layout.anchors_channel);
+            &opening
+        }
+    };
+    let new_offered_msat = new_offered(&prev.offered, &offered);
+    let we_fund = ch.setup.is_outbound;
+    let fee_increase = if we_fund { i128::from(fee) - i128::from(prev.fee_sat) } else { 0 };
+    let dust_increase = (dust - i128::from(prev.dust_sat)).max(0);
+    let floor = i128::from(prev.ours_sat)
+        - new_offered_msat.div_ceil(1000) as i128
+        - fee_increase
+        - dust_increase;
+    policy.check(BALANCE, i128::from(layout.ours) >= floor, || {
+        format!(
+            "{:?} commitment {n} gives us {} sat; the previous one gave {} sat, and new HTLCs we offer ({new_offered_msat} msat), our fee increase ({fee_increase} sat) and new dust ({dust_increase} sat) allow no less than {floor} sat",
+            c.owner, layout.ours, prev.ours_sat
+        )
+    })?;
+    Ok(CommitmentBalance {
+        ours_sat: layout.ours,
+        fee_sat: fee,
+        dust_sat: i64::try_from(dust).unwrap_or(if dust < 0 { i64::MIN } else { i64::MAX }),
+        offered,
+    })
+}
+
+/// Runs [`check_commitment`] on a commitment of the channel `key`, if it was set up (without
+/// its parameters there is nothing to compare with; `channel-known` refuses that) and the
+/// owner's per-commitment point is known. Returns what to record.
+pub(crate) fn check_channel_commitment(
+    r: &Req<'_>,
+    key: &ChannelKey,
+    state: &ChannelState,
+    c: Option<Commitment<'_>>,
+) -> Result<Option<CommitmentBalance>> {
+    let (Some(setup), Some(c)) = (stored_setup(state)?, c) else {
+        return Ok(None);
+    };
+    let secrets = r.channel_secrets(key)?;
+    let ch = Channel { setup: &setup, secrets: &secrets, state };
+    check_commitment(r.policy, &ch, &c).map(Some)
+}
+
+/// Remembers what commitment `n` gave us, keeping the newest two of that side.
+pub(crate) fn record_balance(history: &mut BTreeMap<u64, CommitmentBalance>, n: u64, b: CommitmentBalance) {
+    history.insert(n, b);
+    while history.len() > 2 {
+        history.pop_first();
+    }
+}
+
+/// `commitment-balance` part 1: the funding outpoint, the amount spent, and the outputs'
+/// total.
+fn check_funding(policy: &Policy, ch: &Channel<'_>, c: &Commitment<'_>) -> Result<()> {
+    let tx = &c.tx.tx;
+    let n = c.number;
+    let spent = tx.input.first().map(|i| i.previous_output);
+    let funding = ch.state.funding_outpoint.as_ref();
+    policy.check(
+        BALANCE,
+        tx.input.len() == 1
+            && matches!((spent, funding), (Some(s), Some((txid, vout)))
+                if s.txid.to_byte_array()[..] == txid[..] && s.vout == u32::from(*vout)),
+        || {
+            format!(
+                "commitment {n} spends {:?}, not the channel's funding outpoint {}",
+                tx.input.iter().map(|i| i.previous_output.to_string()).collect::<Vec<_>>(),
+                match funding {
+                    Some((txid, vout)) => {
+                        let mut t = txid.clone();
+                        t.reverse();
+                        format!("{}:{vout}", hex::encode(t))
+                    }
+                    None => "(none)".into(),
+                }
+            )
+        },
+    )?;
+    let value = ch.setup.channel_value.to_sat();
+    let amount = input_amount(&c.tx.psbt, 0).ok().map(|a| a.to_sat());
+    let outputs: u128 = tx.output.iter().map(|o| u128::from(o.value.to_sat())).sum();
+    policy.check(
+        BALANCE,
+        amount == Some(value) && outputs <= u128::from(value),
+        || {
+            format!(
+                "commitment {n} spends {amount:?} sat and pays {outputs} sat; the channel holds {value} sat"
+            )
+        },
+    )
+}
+
+/// What the opening gave us, as a commitment before the first: the funder's balance pays the
+/// anchors (and later the fee), the other side starts with the push.
+fn opening_balance(setup: &SetupChannel, anchors: bool) -> CommitmentBalance {
+    let value_msat = u128::from(setup.channel_value.to_sat()) * 1000;
+    let push = u128::from(setup.push_value.to_msat()).min(value_msat);
+    let ours = if setup.is_outbound {
+        ((value_msat - push) / 1000).saturating_sub(if anchors { 2 * u128::from(ANCHOR_SAT) } else { 0 })
+    } else {
+        push / 1000
+    };
+    CommitmentBalance {
+        ours_sat: u64::try_from(ours).unwrap_or(u64::MAX),
+        ..Default::default()
+    }
+}
+
+/// The total (msat) of the HTLCs in `now` that `prev` did not have (as multisets).
+fn new_offered(prev: &[(u64, String, u32)], now: &[(u64, String, u32)]) -> u128 {
+    let mut left: HashMap<&(u64, String, u32), usize> = HashMap::new();
+    for h in prev {
+        *left.entry(h).or_default() += 1;
+    }
+    let mut total = 0u128;
+    for h in now {
+        match left.get_mut(h) {
+            Some(k) if *k > 0 => *k -= 1,
+            _ => total += u128::from(h.0),
+        }
+    }
+    total
+}
+
+fn describe(tx: &Transaction, indexes: &[usize]) -> String {
+    let parts: Vec<String> = indexes
+        .iter()
+        .map(|&i| format!("output {i} ({} sat)", tx.output[i].value.to_sat()))
+        .collect();
+    parts.join(", ")
+}
+
+/// The outputs of a commitment, recognised by script.
+struct Layout {
+    /// Our balance, satoshis.
+    ours: u64,
+    /// Indexes of the anchor outputs.
+    anchors: Vec<usize>,
+    /// Outputs that are HTLCs (listed or not): neither balance nor anchor.
+    htlc_outputs: usize,
+    /// Outputs that are no balance, no anchor, and no listed HTLC (with its amount).
+    unknown: Vec<usize>,
+    /// Sum of every output but the anchors, satoshis.
+    non_anchor_total: u128,
+    /// Whether the channel has anchors.
+    anchors_channel: bool,
+}
+
+impl Layout {
+    fn weight(&self) -> u64 {
+        let base = if self.anchors_channel { BASE_WEIGHT_ANCHORS } else { BASE_WEIGHT };
+        base + HTLC_OUTPUT_WEIGHT * self.htlc_outputs as u64
+    }
+
+    fn of(ch: &Channel<'_>, c: &Commitment<'_>) -> Layout {
+        let t = &ch.setup.channel_type;
+        let anchors_channel =
+            t.has(ChannelType::ANCHORS_ZERO_FEE_HTLC) || t.has(ChannelType::ANCHOR_OUTPUTS);
+        let scripts = Scripts::of(ch, c, anchors_channel);
+        let tx = &c.tx.tx;
+        let mut layout = Layout {
+            ours: 0,
+            anchors: Vec::new(),
+            htlc_outputs: 0,
+            unknown: Vec::new(),
+            non_anchor_total: 0,
+            anchors_channel,
+        };
+        // Each listed HTLC may stand for one output of its script and amount.
+        let mut listed: HashMap<(ScriptBuf, u64), usize> = HashMap::new();
+        if let (Some(s), Some((htlcs, _))) = (&scripts, c.terms) {
+            for h in htlcs {
+                let key = (s.htlc(h, c.owner), h.amount.to_msat() / 1000);
+                *listed.entry(key).or_default() += 1;
+            }
+        }
+        for (i, out) in tx.output.iter().enumerate() {
+            let spk = &out.script_pubkey;
+            let sat = out.value.to_sat();
+            if scripts.as_ref().is_some_and(|s| s.anchors.contains(spk)) {
+                layout.anchors.push(i);
+                continue;
+            }
+            layout.non_anchor_total += u128::from(sat);
+            match &scripts {
+                Some(s) if s.ours.contains(spk) => layout.ours = layout.ours.saturating_add(sat),
+                Some(s) if s.theirs.contains(spk) => {}
+                _ => {
+                    layout.htlc_outputs += 1;
+                    match listed.get_mut(&(spk.clone(), sat)) {
+                        Some(k) if *k > 0 => *k -= 1,
+                        _ => layout.unknown.push(i),
+                    }
+                }
+            }
+        }
+        layout
+    }
+}
+
+/// The output scripts (script pubkeys) of one commitment, from the channel's keys.
+struct Scripts {
+    /// Our balance output (one script per possible delay).
+    ours: Vec<ScriptBuf>,
+    /// The peer's balance output.
+    theirs: Vec<ScriptBuf>,
+    anchors: [ScriptBuf; 2],
+    revocation: PublicKey,
+    /// The HTLC keys of the commitment's owner and of the other side.
+    owner_htlc: PublicKey,
+    other_htlc: PublicKey,
+    anchors_channel: bool,
+}
+
+impl Scripts {
+    /// `None` if a key cannot be derived (a tweak out of range: never for honest points).
+    fn of(ch: &Channel<'_>, c: &Commitment<'_>, anchors_channel: bool) -> Option<Scripts> {
+        let setup = ch.setup;
+        let ours = ch.secrets.basepoints();
+        let theirs = &setup.remote_basepoints;
+        let p = &c.point;
+        let static_key = setup.channel_type.has(ChannelType::STATIC_REMOTEKEY) || anchors_channel;
+        let to_remote = |payment: &PublicKey| -> Option<ScriptBuf> {
+            let key = if static_key { *payment } else { derive_simple_pubkey(payment, p).ok()? };
+            Some(if anchors_channel {
+                p2wsh(
+                    Builder::new()
+                        .push_slice(key.serialize())
+                        .push_opcode(OP_CHECKSIGVERIFY)
+                        .push_int(1)
+                        .push_opcode(OP_CSV)
+                        .into_script(),
+                )
+            } else {
+                ScriptBuf::new_p2wpkh(&CompressedPublicKey(key).wpubkey_hash())
+            })
+        };
+        let (revocation_base, owner, other) = match c.owner {
+            Owner::Holder => (&theirs.revocation, Keys::ours(&ours), Keys::theirs(theirs)),
+            Owner::Counterparty => (&ours.revocation, Keys::theirs(theirs), Keys::ours(&ours)),
+        };
+        let revocation = revocation_pubkey(revocation_base, p)?;
+        let delayed = derive_simple_pubkey(&owner.delayed, p).ok()?;
+        // The owner's to_local waits the delay the other side asked for: Core Lightning puts
+        // `remote_to_self_delay` on ours and `local_to_self_delay` on theirs. Either is
+        // accepted (both are within the `channel-to-self-delay` range), as builders that read
+        // the names the other way round exist (the golden corpus's does).
+        let to_local: Vec<ScriptBuf> = [setup.remote_to_self_delay, setup.local_to_self_delay]
+            .iter()
+            .map(|&delay| p2wsh(to_local_script(&revocation, delay, &delayed)))
+            .collect();
+        let other_balance = vec![to_remote(&other.payment)?];
+        let (ours_spk, theirs_spk) = match c.owner {
+            Owner::Holder => (to_local, other_balance),
+            Owner::Counterparty => (other_balance, to_local),
+        };
+        Some(Scripts {
+            ours: ours_spk,
+            theirs: theirs_spk,
+            anchors: [
+                p2wsh(anchor_script(&ours.funding_pubkey)),
+                p2wsh(anchor_script(&setup.remote_funding_pubkey)),
+            ],
+            revocation,
+            owner_htlc: derive_simple_pubkey(&owner.htlc, p).ok()?,
+            other_htlc: derive_simple_pubkey(&other.htlc, p).ok()?,
+            anchors_channel,
+        })
+    }
+
+    /// The script pubkey of HTLC `h` on a commitment of `owner`.
+    fn htlc(&self, h: &HsmHtlc, owner: Owner) -> ScriptBuf {
+        // `side` says who offered it: `Local` is us.
+        let offered_by_owner = (h.side == Side::Local) == (owner == Owner::Holder);
+        let hash = ripemd160::Hash::hash(h.payment_hash.as_byte_array()).to_byte_array();
+        let script = htlc_script(
+            offered_by_owner,
+            &self.revocation,
+            &self.owner_htlc,
+            &self.other_htlc,
+            &hash,
+            h.cltv_expiry,
+            self.anchors_channel,
+        );
+        p2wsh(script)
+    }
+}
+
+/// One side's basepoints, as the scripts use them.
+struct Keys {
+    payment: PublicKey,
+    htlc: PublicKey,
+    delayed: PublicKey,
+}
+
+impl Keys {
+    fn ours(b: &crate::keys::ChannelBasepoints) -> Keys {
+        Keys { payment: b.payment, htlc: b.htlc, delayed: b.delayed_payment }
+    }
+    fn theirs(b: &protocol::types::Basepoints) -> Keys {
+        Keys { payment: b.payment, htlc: b.htlc, delayed: b.delayed_payment }
+    }
+}
+
+fn p2wsh(script: ScriptBuf) -> ScriptBuf {
+    ScriptBuf::new_p2wsh(&script.wscript_hash())
+}
+
+/// BOLT 3 `revocationpubkey`: `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)` for revocation basepoint
+/// `R` and per-commitment point `P`.
+pub(crate) fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicKey> {
+    let factor = |a: &PublicKey, b: &PublicKey| {
+        let hash: [u8; 32] = Sha256::new()
+            .chain_update(a.serialize())
+            .chain_update(b.serialize())
+            .finalize()
+            .into();
+        Scalar::from_be_bytes(hash).ok()
+    };
+    let from_base = basepoint.mul_tweak(SECP256K1, &factor(basepoint, point)?).ok()?;
+    let from_point = point.mul_tweak(SECP256K1, &factor(point, basepoint)?).ok()?;
+    from_base.combine(&from_point).ok()
+}
+
+/// BOLT 3 `to_local` witness script.
+pub(crate) fn to_local_script(revocation: &PublicKey, to_self_delay: u16, delayed: &PublicKey) -> ScriptBuf {
+    Builder::new()
+        .push_opcode(OP_IF)
+        .push_slice(revocation.serialize())
+        .push_opcode(OP_ELSE)
+        .push_int(i64::from(to_self_delay))
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_DROP)
+        .push_slice(delayed.serialize())
+        .push_opcode(OP_ENDIF)
+        .push_opcode(OP_CHECKSIG)
+        .into_script()
+}
+
+/// BOLT 3 anchor witness script of a funding key.
+fn anchor_script(funding: &PublicKey) -> ScriptBuf {
+    Builder::new()
+        .push_slice(funding.serialize())
+        .push_opcode(OP_CHECKSIG)
+        .push_opcode(OP_IFDUP)
+        .push_opcode(OP_NOTIF)
+        .push_opcode(OP_PUSHNUM_16)
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_ENDIF)
+        .into_script()
+}
+
+/// BOLT 3 offered (by the commitment's owner) or received HTLC witness script;
+/// `payment_hash160` is `RIPEMD160(payment_hash)`.
+fn htlc_script(
+    offered: bool,
+    revocation: &PublicKey,
+    local_htlc: &PublicKey,
+    remote_htlc: &PublicKey,
+    payment_hash160: &[u8; 20],
+    cltv_expiry: u32,
+    anchors: bool,
+) -> ScriptBuf {
+    let revocation_hash = hash160::Hash::hash(&revocation.serialize()).to_byte_array();
+    let mut b = Builder::new()
+        .push_opcode(OP_DUP)
+        .push_opcode(OP_HASH160)
+        .push_slice(revocation_hash)
+        .push_opcode(OP_EQUAL)
+        .push_opcode(OP_IF)
+        .push_opcode(OP_CHECKSIG)
+        .push_opcode(OP_ELSE)
+        .push_slice(remote_htlc.serialize())
+        .push_opcode(OP_SWAP)
+        .push_opcode(OP_SIZE)
+        .push_int(32)
+        .push_opcode(OP_EQUAL);
+    b = if offered {
+        b.push_opcode(OP_NOTIF)
+            .push_opcode(OP_DROP)
+            .push_int(2)
+            .push_opcode(OP_SWAP)
+            .push_slice(local_htlc.serialize())
+            .push_int(2)
+            .push_opcode(OP_CHECKMULTISIG)
+            .push_opcode(OP_ELSE)
+            .push_opcode(OP_HASH160)
+            .push_slice(payment_hash160)
+            .push_opcode(OP_EQUALVERIFY)
+            .push_opcode(OP_CHECKSIG)
+            .push_opcode(OP_ENDIF)
+    } else {
+        b.push_opcode(OP_IF)
+            .push_opcode(OP_HASH160)
+            .push_slice(payment_hash160)
+            .push_opcode(OP_EQUALVERIFY)
+            .push_int(2)
+            .push_opcode(OP_SWAP)
+            .push_slice(local_htlc.serialize())
+            .push_int(2)
+            .push_opcode(OP_CHECKMULTISIG)
+            .push_opcode(OP_ELSE)
+            .push_opcode(OP_DROP)
+            .push_int(i64::from(cltv_expiry))
+            .push_opcode(OP_CLTV)
+            .push_opcode(OP_DROP)
+            .push_opcode(OP_CHECKSIG)
+            .push_opcode(OP_ENDIF)
+    };
+    if anchors {
+        b = b.push_int(1).push_opcode(OP_CSV).push_opcode(OP_DROP);
+    }
+    b.push_opcode(OP_ENDIF).into_script()
+}
+
+/// The stored `setup_channel` of a channel, if it was set up.
+///
+/// # Errors
+/// [`crate::SignerError::Storage`] if the stored request no longer decodes.
+pub(crate) fn stored_setup(state: &ChannelState) -> Result<Option<SetupChannel>> {
+    state
+        .setup
+        .as_deref()
+        .map(|b| {
+            SetupChannel::decode(b).map_err(|e| {
+                crate::SignerError::Storage(format!("stored setup_channel does not decode: {e}"))
+            })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests;
