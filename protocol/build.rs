@@ -98,7 +98,11 @@ fn main() {
             match parts[0] {
                 "msgtype" => {
                     // A message may be declared once only.
-                    assert!(!msgs.iter().any(|m| m.name == parts[1]), "{} twice", parts[1]);
+                    assert!(
+                        !msgs.iter().any(|m| m.name == parts[1]),
+                        "{} twice",
+                        parts[1]
+                    );
                     msgs.push(Msg {
                         name: parts[1].to_string(),
                         num: parse_num(parts[2]) as u16,
@@ -107,7 +111,10 @@ fn main() {
                 }
                 "msgdata" => {
                     let m = msgs.iter_mut().find(|m| m.name == parts[1]).unwrap();
-                    let count = parts.get(4).filter(|c| !c.is_empty()).map(|c| c.to_string());
+                    let count = parts
+                        .get(4)
+                        .filter(|c| !c.is_empty())
+                        .map(|c| c.to_string());
                     m.fields.push(Field {
                         name: parts[2].to_string(),
                         ty: parts[3].to_string(),
@@ -116,7 +123,11 @@ fn main() {
                 }
                 "tlvtype" => {
                     let stream = parts[1].to_string();
-                    let rec = TlvRecord { name: parts[2].into(), num: parse_num(parts[3]), ty: String::new() };
+                    let rec = TlvRecord {
+                        name: parts[2].into(),
+                        num: parse_num(parts[3]),
+                        ty: String::new(),
+                    };
                     match tlvs.iter_mut().find(|(n, _)| *n == stream) {
                         Some((_, v)) => v.push(rec),
                         None => tlvs.push((stream, vec![rec])),
@@ -125,7 +136,10 @@ fn main() {
                 "tlvdata" => {
                     let (_, recs) = tlvs.iter_mut().find(|(n, _)| n == parts[1]).unwrap();
                     let rec = recs.iter_mut().find(|r| r.name == parts[2]).unwrap();
-                    assert!(rec.ty.is_empty(), "multi-field TLV records are not supported");
+                    assert!(
+                        rec.ty.is_empty(),
+                        "multi-field TLV records are not supported"
+                    );
                     rec.ty = parts[4].to_string();
                 }
                 // hsm_htlc is implemented by hand in types.rs.
@@ -168,7 +182,15 @@ fn gen_tlvs(out: &mut String, tlvs: &[(String, Vec<TlvRecord>)]) {
         let sname = camel(name);
         writeln!(out, "/// TLV stream `{name}`.\n#[derive(Clone, PartialEq, Debug, Default)]\npub struct {sname} {{").unwrap();
         for r in recs {
-            writeln!(out, "    /// Record `{}` (type {}).\n    pub {}: Option<{}>,", r.name, r.num, r.name, rust_type(&r.ty)).unwrap();
+            writeln!(
+                out,
+                "    /// Record `{}` (type {}).\n    pub {}: Option<{}>,",
+                r.name,
+                r.num,
+                r.name,
+                rust_type(&r.ty)
+            )
+            .unwrap();
         }
         writeln!(out, "    /// Records of unknown odd types, kept verbatim.\n    pub unknown: Vec<UnknownTlv>,\n}}\n").unwrap();
 
@@ -189,16 +211,31 @@ fn gen_tlvs(out: &mut String, tlvs: &[(String, Vec<TlvRecord>)]) {
         // JSON.
         writeln!(out, "impl ToJson for {sname} {{\n    fn to_json(&self) -> Value {{\n        let mut o = serde_json::Map::new();").unwrap();
         for rec in recs {
-            writeln!(out, "        if let Some(v) = &self.{0} {{ o.insert(\"{0}\".into(), v.to_json()); }}", rec.name).unwrap();
+            writeln!(
+                out,
+                "        if let Some(v) = &self.{0} {{ o.insert(\"{0}\".into(), v.to_json()); }}",
+                rec.name
+            )
+            .unwrap();
         }
         writeln!(out, "        for u in &self.unknown {{ o.insert(u.tlv_type.to_string(), Value::String(hex::encode(&u.value))); }}\n        Value::Object(o)\n    }}\n}}\n").unwrap();
 
         // Strategy.
         writeln!(out, "#[cfg(test)]\nimpl crate::arb::Arb for {sname} {{\n    fn arb() -> proptest::strategy::BoxedStrategy<Self> {{\n        use proptest::prelude::*;\n        (").unwrap();
         for rec in recs {
-            writeln!(out, "            proptest::option::of(<{} as crate::arb::Arb>::arb()),", rust_type(&rec.ty)).unwrap();
+            writeln!(
+                out,
+                "            proptest::option::of(<{} as crate::arb::Arb>::arb()),",
+                rust_type(&rec.ty)
+            )
+            .unwrap();
         }
-        writeln!(out, "            crate::arb::unknown_odd_tlvs({}),\n        ).prop_map(|(", recs.iter().map(|r| r.num).max().unwrap_or(0)).unwrap();
+        writeln!(
+            out,
+            "            crate::arb::unknown_odd_tlvs({}),\n        ).prop_map(|(",
+            recs.iter().map(|r| r.num).max().unwrap_or(0)
+        )
+        .unwrap();
         for rec in recs {
             write!(out, "{}, ", rec.name).unwrap();
         }
@@ -213,12 +250,32 @@ fn gen_tlvs(out: &mut String, tlvs: &[(String, Vec<TlvRecord>)]) {
 fn gen_msg(out: &mut String, m: &Msg, tlv_names: &HashMap<String, String>) {
     let sname = camel(&m.name);
     let len_fields: Vec<&str> = m.fields.iter().filter_map(|f| f.count.as_deref()).collect();
-    let ends_with_tlv = m.fields.last().is_some_and(|f| tlv_names.contains_key(&f.ty));
-    let data: Vec<&Field> = m.fields.iter().filter(|f| !len_fields.contains(&f.name.as_str())).collect();
+    let ends_with_tlv = m
+        .fields
+        .last()
+        .is_some_and(|f| tlv_names.contains_key(&f.ty));
+    let data: Vec<&Field> = m
+        .fields
+        .iter()
+        .filter(|f| !len_fields.contains(&f.name.as_str()))
+        .collect();
 
-    writeln!(out, "/// `{}` (type {}).\n#[derive(Clone, PartialEq, Debug)]\npub struct {sname} {{", m.name, m.num).unwrap();
+    let derive_default = if data.is_empty() && !ends_with_tlv {
+        ", Default"
+    } else {
+        ""
+    };
+    writeln!(out, "/// `{}` (type {}).\n#[derive(Clone, PartialEq, Debug{derive_default})]\npub struct {sname} {{", m.name, m.num).unwrap();
     for f in &data {
-        writeln!(out, "    /// Field `{}` (`{}`).\n    pub {}: {},", f.name, f.ty, f.name, field_type(f, tlv_names)).unwrap();
+        writeln!(
+            out,
+            "    /// Field `{}` (`{}`).\n    pub {}: {},",
+            f.name,
+            f.ty,
+            f.name,
+            field_type(f, tlv_names)
+        )
+        .unwrap();
     }
     if !ends_with_tlv {
         writeln!(out, "    /// Bytes after the last known field: ignored, kept to re-encode unchanged.\n    pub trailing: Vec<u8>,").unwrap();
@@ -227,7 +284,10 @@ fn gen_msg(out: &mut String, m: &Msg, tlv_names: &HashMap<String, String>) {
 
     writeln!(out, "impl {sname} {{\n    /// The message type number.\n    pub const TYPE: u16 = {};\n    /// The message name as in Core Lightning's csv.\n    pub const NAME: &'static str = \"{}\";\n", m.num, m.name).unwrap();
     // Constructor.
-    let args: Vec<String> = data.iter().map(|f| format!("{}: {}", f.name, field_type(f, tlv_names))).collect();
+    let args: Vec<String> = data
+        .iter()
+        .map(|f| format!("{}: {}", f.name, field_type(f, tlv_names)))
+        .collect();
     let names: Vec<String> = data.iter().map(|f| f.name.clone()).collect();
     writeln!(out, "    /// The message with these fields{}.\n    #[allow(clippy::too_many_arguments)]\n    pub fn new({}) -> Self {{\n        {sname} {{ {}{} }}\n    }}\n",
         if ends_with_tlv { "" } else { " and no trailing bytes" },
@@ -238,30 +298,70 @@ fn gen_msg(out: &mut String, m: &Msg, tlv_names: &HashMap<String, String>) {
     for f in &m.fields {
         writeln!(out, "        r.field(\"{}\");", f.name).unwrap();
         let is_len = len_fields.contains(&f.name.as_str());
-        let var = if is_len { format!("len_{}", f.name) } else { f.name.clone() };
+        let var = if is_len {
+            format!("len_{}", f.name)
+        } else {
+            f.name.clone()
+        };
         if let Some(c) = &f.count {
             if f.ty == "u8" {
                 writeln!(out, "        let {var} = r.read_bytes(len_{c} as usize)?;").unwrap();
             } else {
-                writeln!(out, "        let {var} = r.read_vec::<{}>(len_{c} as usize)?;", rust_type(&f.ty)).unwrap();
+                writeln!(
+                    out,
+                    "        let {var} = r.read_vec::<{}>(len_{c} as usize)?;",
+                    rust_type(&f.ty)
+                )
+                .unwrap();
             }
         } else {
-            writeln!(out, "        let {var} = <{}>::read(r)?;", field_type(f, tlv_names)).unwrap();
+            writeln!(
+                out,
+                "        let {var} = <{}>::read(r)?;",
+                field_type(f, tlv_names)
+            )
+            .unwrap();
         }
     }
     if !ends_with_tlv {
         writeln!(out, "        let trailing = r.rest().to_vec();").unwrap();
     }
-    writeln!(out, "        Ok({sname} {{ {}{} }})\n    }}\n", names.join(", "),
-        if ends_with_tlv { "" } else if names.is_empty() { "trailing" } else { ", trailing" }).unwrap();
+    writeln!(
+        out,
+        "        Ok({sname} {{ {}{} }})\n    }}\n",
+        names.join(", "),
+        if ends_with_tlv {
+            ""
+        } else if names.is_empty() {
+            "trailing"
+        } else {
+            ", trailing"
+        }
+    )
+    .unwrap();
 
     // Body encoder.
     writeln!(out, "    /// Appends the body (after the type) to `w`.\n    pub fn encode_body(&self, w: &mut Vec<u8>) -> Result<(), EncodeError> {{").unwrap();
     for f in &m.fields {
         if len_fields.contains(&f.name.as_str()) {
-            let arr = m.fields.iter().find(|a| a.count.as_deref() == Some(f.name.as_str())).unwrap();
-            let max = match f.ty.as_str() { "u8" => "u8::MAX", "u16" => "u16::MAX", "u32" => "u32::MAX", "u64" => "u64::MAX", t => panic!("length type {t}") };
-            writeln!(out, "        write_len::<{}>(\"{}\", self.{}.len(), {max} as usize, w)?;", f.ty, arr.name, arr.name).unwrap();
+            let arr = m
+                .fields
+                .iter()
+                .find(|a| a.count.as_deref() == Some(f.name.as_str()))
+                .unwrap();
+            let max = match f.ty.as_str() {
+                "u8" => "u8::MAX",
+                "u16" => "u16::MAX",
+                "u32" => "u32::MAX",
+                "u64" => "u64::MAX",
+                t => panic!("length type {t}"),
+            };
+            writeln!(
+                out,
+                "        write_len::<{}>(\"{}\", self.{}.len(), {max} as usize, w)?;",
+                f.ty, arr.name, arr.name
+            )
+            .unwrap();
         } else if f.count.is_some() && f.ty == "u8" {
             writeln!(out, "        w.extend_from_slice(&self.{});", f.name).unwrap();
         } else if f.count.is_some() {
@@ -283,9 +383,19 @@ fn gen_msg(out: &mut String, m: &Msg, tlv_names: &HashMap<String, String>) {
     writeln!(out, "    /// The fields as a JSON object (for logs and the decode tool; secrets are included).\n    pub fn fields_json(&self) -> Value {{\n        let mut o = serde_json::Map::new();").unwrap();
     for f in &data {
         if f.count.is_some() && f.ty == "u8" {
-            writeln!(out, "        o.insert(\"{0}\".into(), Value::String(hex::encode(&self.{0})));", f.name).unwrap();
+            writeln!(
+                out,
+                "        o.insert(\"{0}\".into(), Value::String(hex::encode(&self.{0})));",
+                f.name
+            )
+            .unwrap();
         } else {
-            writeln!(out, "        o.insert(\"{0}\".into(), self.{0}.to_json());", f.name).unwrap();
+            writeln!(
+                out,
+                "        o.insert(\"{0}\".into(), self.{0}.to_json());",
+                f.name
+            )
+            .unwrap();
         }
     }
     if !ends_with_tlv {
@@ -303,7 +413,10 @@ fn gen_msg(out: &mut String, m: &Msg, tlv_names: &HashMap<String, String>) {
             let s = if f.count.is_some() && f.ty == "u8" {
                 "proptest::collection::vec(any::<u8>(), 0..48).boxed()".to_string()
             } else if f.count.is_some() {
-                format!("proptest::collection::vec(<{} as crate::arb::Arb>::arb(), 0..4).boxed()", rust_type(&f.ty))
+                format!(
+                    "proptest::collection::vec(<{} as crate::arb::Arb>::arb(), 0..4).boxed()",
+                    rust_type(&f.ty)
+                )
             } else {
                 format!("<{} as crate::arb::Arb>::arb()", field_type(f, tlv_names))
             };
@@ -311,7 +424,10 @@ fn gen_msg(out: &mut String, m: &Msg, tlv_names: &HashMap<String, String>) {
         })
         .collect();
     if !ends_with_tlv {
-        strats.push(("trailing".into(), "proptest::collection::vec(any::<u8>(), 0..8).boxed()".into()));
+        strats.push((
+            "trailing".into(),
+            "proptest::collection::vec(any::<u8>(), 0..8).boxed()".into(),
+        ));
     }
     if strats.is_empty() {
         writeln!(out, "        Just({sname} {{}}).boxed()\n    }}\n}}\n").unwrap();
@@ -335,39 +451,83 @@ fn gen_msg(out: &mut String, m: &Msg, tlv_names: &HashMap<String, String>) {
         write!(out, "), ").unwrap();
     }
     let all: Vec<String> = strats.iter().map(|(n, _)| n.clone()).collect();
-    writeln!(out, ")| {sname} {{ {} }}).boxed()\n    }}\n}}\n", all.join(", ")).unwrap();
+    writeln!(
+        out,
+        ")| {sname} {{ {} }}).boxed()\n    }}\n}}\n",
+        all.join(", ")
+    )
+    .unwrap();
 }
 
 fn gen_enum(out: &mut String, msgs: &[Msg]) {
     writeln!(out, "/// Any message of the protocol, or one of a type this crate does not know.\n#[derive(Clone, PartialEq, Debug)]\npub enum Message {{").unwrap();
     for m in msgs {
-        writeln!(out, "    /// `{}` ({}).\n    {}({}),", m.name, m.num, camel(&m.name), camel(&m.name)).unwrap();
+        writeln!(
+            out,
+            "    /// `{}` ({}).\n    {}({}),",
+            m.name,
+            m.num,
+            camel(&m.name),
+            camel(&m.name)
+        )
+        .unwrap();
     }
-    writeln!(out, "    /// A message of a type this crate does not know.\n    Unknown(UnknownMessage),\n}}\n").unwrap();
+    writeln!(
+        out,
+        "    /// A message of a type this crate does not know.\n    Unknown(UnknownMessage),\n}}\n"
+    )
+    .unwrap();
 
     writeln!(out, "impl Message {{\n    /// Decodes a message (2-byte type, then body). An unknown type is returned as\n    /// [`Message::Unknown`]; bytes after the last known field are kept in the message.\n    pub fn decode(msg: &[u8]) -> Result<Message, DecodeError> {{\n        let mut r = Reader::new(msg);\n        let t = u16::read(&mut r)?;\n        r.set_msg_type(t);\n        Ok(match t {{").unwrap();
     for m in msgs {
-        writeln!(out, "            {} => Message::{}({}::decode_body(&mut r)?),", m.num, camel(&m.name), camel(&m.name)).unwrap();
+        writeln!(
+            out,
+            "            {} => Message::{}({}::decode_body(&mut r)?),",
+            m.num,
+            camel(&m.name),
+            camel(&m.name)
+        )
+        .unwrap();
     }
     writeln!(out, "            _ => Message::Unknown(UnknownMessage {{ msg_type: t, body: r.rest().to_vec() }}),\n        }})\n    }}\n").unwrap();
 
     writeln!(out, "    /// Encodes the message (2-byte type, then body).\n    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {{\n        let mut w = self.msg_type().to_be_bytes().to_vec();\n        match self {{").unwrap();
     for m in msgs {
-        writeln!(out, "            Message::{}(m) => m.encode_body(&mut w)?,", camel(&m.name)).unwrap();
+        writeln!(
+            out,
+            "            Message::{}(m) => m.encode_body(&mut w)?,",
+            camel(&m.name)
+        )
+        .unwrap();
     }
     writeln!(out, "            Message::Unknown(m) => w.extend_from_slice(&m.body),\n        }}\n        Ok(w)\n    }}\n").unwrap();
 
     writeln!(out, "    /// The message type number.\n    pub fn msg_type(&self) -> u16 {{\n        match self {{").unwrap();
     for m in msgs {
-        writeln!(out, "            Message::{}(_) => {},", camel(&m.name), m.num).unwrap();
+        writeln!(
+            out,
+            "            Message::{}(_) => {},",
+            camel(&m.name),
+            m.num
+        )
+        .unwrap();
     }
-    writeln!(out, "            Message::Unknown(m) => m.msg_type,\n        }}\n    }}\n").unwrap();
+    writeln!(
+        out,
+        "            Message::Unknown(m) => m.msg_type,\n        }}\n    }}\n"
+    )
+    .unwrap();
 
     writeln!(out, "    /// The message name, for logs (`unknown` for unknown types).\n    pub fn name(&self) -> &'static str {{\n        name_of(self.msg_type()).unwrap_or(\"unknown\")\n    }}\n").unwrap();
 
     writeln!(out, "    /// The fields as a JSON object.\n    pub fn fields_json(&self) -> Value {{\n        match self {{").unwrap();
     for m in msgs {
-        writeln!(out, "            Message::{}(m) => m.fields_json(),", camel(&m.name)).unwrap();
+        writeln!(
+            out,
+            "            Message::{}(m) => m.fields_json(),",
+            camel(&m.name)
+        )
+        .unwrap();
     }
     writeln!(out, "            Message::Unknown(m) => serde_json::json!({{\"body\": hex::encode(&m.body)}}),\n        }}\n    }}\n}}\n").unwrap();
 
@@ -377,11 +537,24 @@ fn gen_enum(out: &mut String, msgs: &[Msg]) {
     }
     writeln!(out, "        _ => return None,\n    }})\n}}\n").unwrap();
 
-    writeln!(out, "/// Every known message type number.\npub const ALL_TYPES: &[u16] = &[{}];\n", msgs.iter().map(|m| m.num.to_string()).collect::<Vec<_>>().join(", ")).unwrap();
+    writeln!(
+        out,
+        "/// Every known message type number.\npub const ALL_TYPES: &[u16] = &[{}];\n",
+        msgs.iter()
+            .map(|m| m.num.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+    .unwrap();
 
     writeln!(out, "#[cfg(test)]\npub(crate) fn arb_message() -> proptest::strategy::BoxedStrategy<Message> {{\n    use proptest::prelude::*;\n    prop_oneof![").unwrap();
     for m in msgs {
-        writeln!(out, "        <{0} as crate::arb::Arb>::arb().prop_map(Message::{0}),", camel(&m.name)).unwrap();
+        writeln!(
+            out,
+            "        <{0} as crate::arb::Arb>::arb().prop_map(Message::{0}),",
+            camel(&m.name)
+        )
+        .unwrap();
     }
     writeln!(out, "    ].boxed()\n}}").unwrap();
 }

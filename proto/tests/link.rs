@@ -61,8 +61,7 @@ fn test_response(request: &SignerRequest) -> SignerResponse {
     SignerResponse {
         request_id: request.request_id,
         message,
-        error: String::new(),
-        is_temporary_failure: false,
+        ..Default::default()
     }
 }
 

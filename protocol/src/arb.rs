@@ -27,12 +27,16 @@ impl<T: Arb + 'static> Arb for Option<T> {
 }
 
 fn secret_key() -> BoxedStrategy<SecretKey> {
-    any::<[u8; 32]>().prop_filter_map("valid key", |b| SecretKey::from_slice(&b).ok()).boxed()
+    any::<[u8; 32]>()
+        .prop_filter_map("valid key", |b| SecretKey::from_slice(&b).ok())
+        .boxed()
 }
 
 impl Arb for PublicKey {
     fn arb() -> BoxedStrategy<Self> {
-        secret_key().prop_map(|k| PublicKey::from_secret_key(SECP256K1, &k)).boxed()
+        secret_key()
+            .prop_map(|k| PublicKey::from_secret_key(SECP256K1, &k))
+            .boxed()
     }
 }
 
@@ -50,7 +54,13 @@ impl Arb for Secret {
 
 impl Arb for DevChannelSecrets {
     fn arb() -> BoxedStrategy<Self> {
-        (Secret::arb(), Secret::arb(), Secret::arb(), Secret::arb(), Secret::arb())
+        (
+            Secret::arb(),
+            Secret::arb(),
+            Secret::arb(),
+            Secret::arb(),
+            Secret::arb(),
+        )
             .prop_map(|(a, b, c, d, e)| DevChannelSecrets {
                 funding_privkey: a,
                 revocation_basepoint_secret: b,
@@ -64,13 +74,17 @@ impl Arb for DevChannelSecrets {
 
 impl Arb for sha256::Hash {
     fn arb() -> BoxedStrategy<Self> {
-        any::<[u8; 32]>().prop_map(sha256::Hash::from_byte_array).boxed()
+        any::<[u8; 32]>()
+            .prop_map(sha256::Hash::from_byte_array)
+            .boxed()
     }
 }
 
 impl Arb for bitcoin::Txid {
     fn arb() -> BoxedStrategy<Self> {
-        any::<[u8; 32]>().prop_map(bitcoin::Txid::from_byte_array).boxed()
+        any::<[u8; 32]>()
+            .prop_map(bitcoin::Txid::from_byte_array)
+            .boxed()
     }
 }
 
@@ -112,7 +126,11 @@ impl Arb for BitcoinSignature {
         (ecdsa::Signature::arb(), any::<bool>())
             .prop_map(|(sig, all)| BitcoinSignature {
                 sig,
-                sighash: if all { SighashFlag::All } else { SighashFlag::SingleAnyoneCanPay },
+                sighash: if all {
+                    SighashFlag::All
+                } else {
+                    SighashFlag::SingleAnyoneCanPay
+                },
             })
             .boxed()
     }
@@ -146,8 +164,14 @@ fn transaction() -> BoxedStrategy<bitcoin::Transaction> {
         sequence: Sequence(s),
         witness: Witness::new(),
     });
-    let output = (0u64..21_000_000_0000_0000, proptest::collection::vec(any::<u8>(), 0..40))
-        .prop_map(|(v, s)| TxOut { value: Amount::from_sat(v), script_pubkey: ScriptBuf::from_bytes(s) });
+    let output = (
+        0u64..2_100_000_000_000_000,
+        proptest::collection::vec(any::<u8>(), 0..40),
+    )
+        .prop_map(|(v, s)| TxOut {
+            value: Amount::from_sat(v),
+            script_pubkey: ScriptBuf::from_bytes(s),
+        });
     (
         proptest::collection::vec(input, 1..3),
         proptest::collection::vec(output, 0..3),
@@ -189,7 +213,12 @@ impl Arb for Side {
 
 impl Arb for HsmHtlc {
     fn arb() -> BoxedStrategy<Self> {
-        (Side::arb(), AmountMsat::arb(), sha256::Hash::arb(), any::<u32>())
+        (
+            Side::arb(),
+            AmountMsat::arb(),
+            sha256::Hash::arb(),
+            any::<u32>(),
+        )
             .prop_map(|(side, amount, payment_hash, cltv_expiry)| HsmHtlc {
                 side,
                 amount,
@@ -202,7 +231,12 @@ impl Arb for HsmHtlc {
 
 impl Arb for Basepoints {
     fn arb() -> BoxedStrategy<Self> {
-        (PublicKey::arb(), PublicKey::arb(), PublicKey::arb(), PublicKey::arb())
+        (
+            PublicKey::arb(),
+            PublicKey::arb(),
+            PublicKey::arb(),
+            PublicKey::arb(),
+        )
             .prop_map(|(revocation, payment, htlc, delayed_payment)| Basepoints {
                 revocation,
                 payment,
@@ -215,7 +249,9 @@ impl Arb for Basepoints {
 
 impl Arb for ChannelType {
     fn arb() -> BoxedStrategy<Self> {
-        proptest::collection::vec(any::<u8>(), 0..8).prop_map(ChannelType::from_bytes).boxed()
+        proptest::collection::vec(any::<u8>(), 0..8)
+            .prop_map(ChannelType::from_bytes)
+            .boxed()
     }
 }
 
@@ -234,7 +270,11 @@ impl Arb for bitcoin::bip32::Xpub {
     fn arb() -> BoxedStrategy<Self> {
         (any::<[u8; 32]>(), any::<bool>())
             .prop_map(|(seed, main)| {
-                let net = if main { bitcoin::NetworkKind::Main } else { bitcoin::NetworkKind::Test };
+                let net = if main {
+                    bitcoin::NetworkKind::Main
+                } else {
+                    bitcoin::NetworkKind::Test
+                };
                 let xpriv = bitcoin::bip32::Xpriv::new_master(net, &seed).expect("seed");
                 bitcoin::bip32::Xpub::from_priv(SECP256K1, &xpriv)
             })
@@ -244,28 +284,48 @@ impl Arb for bitcoin::bip32::Xpub {
 
 impl Arb for HsmUtxo {
     fn arb() -> BoxedStrategy<Self> {
-        let close = (any::<u64>(), NodeId::arb(), Option::<PublicKey>::arb(), any::<bool>(), any::<u32>())
-            .prop_map(|(channel_dbid, peer_id, commitment_point, option_anchors, csv)| CloseInfo {
-                channel_dbid,
-                peer_id,
-                commitment_point,
-                option_anchors,
-                csv,
-            });
-        (
-            (bitcoin::Txid::arb(), any::<u32>(), any::<u64>(), any::<u32>(), any::<bool>()),
-            (proptest::collection::vec(any::<u8>(), 0..40), proptest::option::of(close), any::<bool>()),
+        let close = (
+            any::<u64>(),
+            NodeId::arb(),
+            Option::<PublicKey>::arb(),
+            any::<bool>(),
+            any::<u32>(),
         )
-            .prop_map(|((txid, vout, amt, keyindex, p2sh), (spk, close_info, coinbase))| HsmUtxo {
-                txid,
-                vout,
-                amount: bitcoin::Amount::from_sat(amt),
-                keyindex,
-                legacy_is_p2sh: p2sh,
-                script_pubkey: bitcoin::ScriptBuf::from_bytes(spk),
-                close_info,
-                legacy_is_in_coinbase: coinbase,
-            })
+            .prop_map(
+                |(channel_dbid, peer_id, commitment_point, option_anchors, csv)| CloseInfo {
+                    channel_dbid,
+                    peer_id,
+                    commitment_point,
+                    option_anchors,
+                    csv,
+                },
+            );
+        (
+            (
+                bitcoin::Txid::arb(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<bool>(),
+            ),
+            (
+                proptest::collection::vec(any::<u8>(), 0..40),
+                proptest::option::of(close),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |((txid, vout, amt, keyindex, p2sh), (spk, close_info, coinbase))| HsmUtxo {
+                    txid,
+                    vout,
+                    amount: bitcoin::Amount::from_sat(amt),
+                    keyindex,
+                    legacy_is_p2sh: p2sh,
+                    script_pubkey: bitcoin::ScriptBuf::from_bytes(spk),
+                    close_info,
+                    legacy_is_in_coinbase: coinbase,
+                },
+            )
             .boxed()
     }
 }
@@ -277,6 +337,10 @@ pub fn unknown_odd_tlvs(max_known: u64) -> BoxedStrategy<Vec<UnknownTlv>> {
         proptest::collection::vec(any::<u8>(), 0..10),
         0..3,
     )
-    .prop_map(|m| m.into_iter().map(|(tlv_type, value)| UnknownTlv { tlv_type, value }).collect())
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(tlv_type, value)| UnknownTlv { tlv_type, value })
+            .collect()
+    })
     .boxed()
 }

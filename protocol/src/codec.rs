@@ -20,7 +20,12 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over `buf`, positioned at its start.
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0, msg_type: None, field: "type" }
+        Reader {
+            buf,
+            pos: 0,
+            msg_type: None,
+            field: "type",
+        }
     }
 
     /// Records the message type, so that errors name the message.
@@ -51,7 +56,10 @@ impl<'a> Reader<'a> {
     /// The next `n` bytes, or a `Short` error (nothing is consumed then).
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.remaining() {
-            return Err(self.error(DecodeErrorKind::Short { needed: n, available: self.remaining() }));
+            return Err(self.error(DecodeErrorKind::Short {
+                needed: n,
+                available: self.remaining(),
+            }));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -313,7 +321,9 @@ pub fn read_bigsize(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
     };
     if v < min {
         r.pos = start;
-        return Err(r.error(DecodeErrorKind::InvalidTlv("bigsize not minimally encoded".into())));
+        return Err(r.error(DecodeErrorKind::InvalidTlv(
+            "bigsize not minimally encoded".into(),
+        )));
     }
     Ok(v)
 }
@@ -340,7 +350,16 @@ mod tests {
 
     #[test]
     fn bigsize_round_trip_and_minimality() {
-        for v in [0u64, 0xfc, 0xfd, 0xffff, 0x1_0000, 0xffff_ffff, 0x1_0000_0000, u64::MAX] {
+        for v in [
+            0u64,
+            0xfc,
+            0xfd,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            0x1_0000_0000,
+            u64::MAX,
+        ] {
             let mut w = Vec::new();
             write_bigsize(v, &mut w);
             let mut r = Reader::new(&w);

@@ -67,7 +67,12 @@ impl DecodeError {
         offset: usize,
         kind: DecodeErrorKind,
     ) -> Self {
-        DecodeError { msg_type, field, offset, kind }
+        DecodeError {
+            msg_type,
+            field,
+            offset,
+            kind,
+        }
     }
 
     /// The message type, if the input had at least the two type bytes.
@@ -100,7 +105,10 @@ impl fmt::Display for DecodeErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecodeErrorKind::Short { needed, available } => {
-                write!(f, "input too short: needed {needed} bytes, {available} left")
+                write!(
+                    f,
+                    "input too short: needed {needed} bytes, {available} left"
+                )
             }
             DecodeErrorKind::UnknownType => write!(f, "unknown message type"),
             DecodeErrorKind::UnexpectedType { expected } => {
@@ -132,7 +140,11 @@ impl fmt::Display for DecodeError {
                 None => write!(f, "message")?,
             },
         }
-        write!(f, ": field `{}` at offset {}: {}", self.field, self.offset, self.kind)
+        write!(
+            f,
+            ": field `{}` at offset {}: {}",
+            self.field, self.offset, self.kind
+        )
     }
 }
 

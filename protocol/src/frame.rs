@@ -35,7 +35,10 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::TooLarge { len } => {
-                write!(f, "frame length {len} is not below the limit of {MAX_FRAME_LEN}")
+                write!(
+                    f,
+                    "frame length {len} is not below the limit of {MAX_FRAME_LEN}"
+                )
             }
             FrameError::Truncated { expected, got } => {
                 write!(f, "stream ended inside a frame ({got} of {expected} bytes)")
@@ -113,12 +116,17 @@ fn read_prefix<R: Read>(r: &mut R) -> Result<Option<[u8; 4]>, FrameError> {
 
 /// Reads one frame from a blocking stream; `Ok(None)` on a clean EOF between frames.
 pub fn read<R: Read>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
-    let Some(prefix) = read_prefix(r)? else { return Ok(None) };
+    let Some(prefix) = read_prefix(r)? else {
+        return Ok(None);
+    };
     let len = check_len(prefix)?;
     let mut msg = Vec::with_capacity(len.min(64 * 1024));
     r.take(len as u64).read_to_end(&mut msg)?;
     if msg.len() != len {
-        return Err(FrameError::Truncated { expected: 4 + len, got: 4 + msg.len() });
+        return Err(FrameError::Truncated {
+            expected: 4 + len,
+            got: 4 + msg.len(),
+        });
     }
     Ok(Some(msg))
 }
@@ -150,7 +158,10 @@ pub mod tokio_io {
         let mut msg = Vec::with_capacity(len.min(64 * 1024));
         (&mut *r).take(len as u64).read_to_end(&mut msg).await?;
         if msg.len() != len {
-            return Err(FrameError::Truncated { expected: 4 + len, got: 4 + msg.len() });
+            return Err(FrameError::Truncated {
+                expected: 4 + len,
+                got: 4 + msg.len(),
+            });
         }
         Ok(Some(msg))
     }
@@ -180,19 +191,37 @@ mod tests {
     #[test]
     fn eof_inside_frame_is_an_error() {
         let mut r: &[u8] = &[0, 0, 0, 5, 1, 2];
-        assert!(matches!(read(&mut r), Err(FrameError::Truncated { expected: 9, got: 6 })));
+        assert!(matches!(
+            read(&mut r),
+            Err(FrameError::Truncated {
+                expected: 9,
+                got: 6
+            })
+        ));
         let mut r: &[u8] = &[0, 0];
-        assert!(matches!(read(&mut r), Err(FrameError::Truncated { expected: 4, got: 2 })));
+        assert!(matches!(
+            read(&mut r),
+            Err(FrameError::Truncated {
+                expected: 4,
+                got: 2
+            })
+        ));
     }
 
     #[test]
     fn too_large_is_refused_before_reading() {
         let mut r: &[u8] = &[0x08, 0, 0, 0];
-        assert!(matches!(read(&mut r), Err(FrameError::TooLarge { len: 0x0800_0000 })));
+        assert!(matches!(
+            read(&mut r),
+            Err(FrameError::TooLarge { len: 0x0800_0000 })
+        ));
         let mut r: &[u8] = &[0x07, 0xff, 0xff, 0xff];
         // Just below the limit: accepted as a length, then truncated.
         assert!(matches!(read(&mut r), Err(FrameError::Truncated { .. })));
-        assert!(matches!(parse(&[0xff, 0xff, 0xff, 0xff]), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            parse(&[0xff, 0xff, 0xff, 0xff]),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -208,7 +237,10 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         tokio_io::write(&mut a, b"\x00\x0bhello").await.unwrap();
         drop(a);
-        assert_eq!(tokio_io::read(&mut b).await.unwrap().unwrap(), b"\x00\x0bhello");
+        assert_eq!(
+            tokio_io::read(&mut b).await.unwrap().unwrap(),
+            b"\x00\x0bhello"
+        );
         assert!(tokio_io::read(&mut b).await.unwrap().is_none());
     }
 }

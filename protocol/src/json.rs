@@ -40,7 +40,12 @@ macro_rules! json_display {
         }
     )*};
 }
-json_display!(NodeId, secp256k1::PublicKey, bitcoin::bip32::Xpub, bitcoin::Txid);
+json_display!(
+    NodeId,
+    secp256k1::PublicKey,
+    bitcoin::bip32::Xpub,
+    bitcoin::Txid
+);
 
 impl ToJson for sha256::Hash {
     fn to_json(&self) -> Value {

@@ -244,7 +244,9 @@ impl Wire for Psbt {
             return Err(rewind_error(
                 r,
                 start,
-                DecodeErrorKind::InvalidPsbt("not canonical (trailing bytes or unsorted keys)".into()),
+                DecodeErrorKind::InvalidPsbt(
+                    "not canonical (trailing bytes or unsorted keys)".into(),
+                ),
             ));
         }
         Ok(psbt)
@@ -439,16 +441,23 @@ pub struct Bip32KeyVersion {
 
 impl Bip32KeyVersion {
     /// Mainnet `xpub` / `xprv`.
-    pub const MAINNET: Bip32KeyVersion =
-        Bip32KeyVersion { pubkey_version: 0x0488_B21E, privkey_version: 0x0488_ADE4 };
+    pub const MAINNET: Bip32KeyVersion = Bip32KeyVersion {
+        pubkey_version: 0x0488_B21E,
+        privkey_version: 0x0488_ADE4,
+    };
     /// Testnet, signet and regtest `tpub` / `tprv`.
-    pub const TESTNET: Bip32KeyVersion =
-        Bip32KeyVersion { pubkey_version: 0x0435_87CF, privkey_version: 0x0435_8394 };
+    pub const TESTNET: Bip32KeyVersion = Bip32KeyVersion {
+        pubkey_version: 0x0435_87CF,
+        privkey_version: 0x0435_8394,
+    };
 }
 
 impl Wire for Bip32KeyVersion {
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Bip32KeyVersion { pubkey_version: u32::read(r)?, privkey_version: u32::read(r)? })
+        Ok(Bip32KeyVersion {
+            pubkey_version: u32::read(r)?,
+            privkey_version: u32::read(r)?,
+        })
     }
     fn write(&self, w: &mut Vec<u8>) -> Result<(), EncodeError> {
         self.pubkey_version.write(w)?;
@@ -564,7 +573,12 @@ impl Wire for HsmUtxo {
         self.amount.write(w)?;
         self.keyindex.write(w)?;
         self.legacy_is_p2sh.write(w)?;
-        write_len::<u16>("script_pubkey", self.script_pubkey.len(), u16::MAX as usize, w)?;
+        write_len::<u16>(
+            "script_pubkey",
+            self.script_pubkey.len(),
+            u16::MAX as usize,
+            w,
+        )?;
         w.extend_from_slice(self.script_pubkey.as_bytes());
         match &self.close_info {
             None => false.write(w)?,

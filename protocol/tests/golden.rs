@@ -6,14 +6,20 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn corpus(name: &str) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/conformance").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/conformance")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 fn steps(c: &Value) -> impl Iterator<Item = (&str, &Value)> {
     c["cases"].as_array().unwrap().iter().flat_map(|case| {
         let name = case["name"].as_str().unwrap();
-        case["steps"].as_array().unwrap().iter().map(move |s| (name, s))
+        case["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(move |s| (name, s))
     })
 }
 
@@ -21,7 +27,11 @@ fn steps(c: &Value) -> impl Iterator<Item = (&str, &Value)> {
 fn round_trip(what: &str, hex_msg: &str) -> Result<Message, protocol::DecodeError> {
     let bytes = hex::decode(hex_msg).unwrap();
     let m = Message::decode(&bytes)?;
-    assert_eq!(hex::encode(m.encode().unwrap()), hex_msg, "{what}: re-encoding differs");
+    assert_eq!(
+        hex::encode(m.encode().unwrap()),
+        hex_msg,
+        "{what}: re-encoding differs"
+    );
     Ok(m)
 }
 
@@ -66,9 +76,8 @@ fn golden_corpus_round_trips() {
             // A refusal because hsmd could not parse the request (rather than a missing
             // permission or a semantic check).
             let bad = step["bad_request"].as_str().unwrap_or("");
-            let parse_refusal = outcome == "hsmd_exited"
-                || bad.contains("could not parse")
-                || bad.ends_with(" -1");
+            let parse_refusal =
+                outcome == "hsmd_exited" || bad.contains("could not parse") || bad.ends_with(" -1");
             match round_trip(&what, req) {
                 Ok(m) => {
                     assert!(
@@ -80,7 +89,10 @@ fn golden_corpus_round_trips() {
                     }
                 }
                 Err(e) => {
-                    assert_ne!(outcome, "reply", "{what}: CLN answered, we could not decode: {e}");
+                    assert_ne!(
+                        outcome, "reply",
+                        "{what}: CLN answered, we could not decode: {e}"
+                    );
                     // CLN refused it too; where the corpus says why, the kind must match.
                     if let Some(check) = expected_malformed(case, rname) {
                         assert!(check(e.kind()), "{what}: wrong error kind {e}");

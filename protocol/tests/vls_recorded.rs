@@ -26,25 +26,44 @@ fn frames(name: &str) -> Vec<Vec<u8>> {
 
 /// Frames of a layout Core Lightning has since changed: (file, message type, why, expected
 /// error).
-const RETIRED: &[(&str, u16, &str, fn(&DecodeErrorKind) -> bool)] = &[
+type Retired = (
+    &'static str,
+    u16,
+    &'static str,
+    fn(&DecodeErrorKind) -> bool,
+);
+
+const RETIRED: &[Retired] = &[
     ("r_3.hex", 11, "hsmd_init without the version fields", |k| {
         matches!(k, DecodeErrorKind::Short { .. })
     }),
     // The old tx encoding is cut short, or its bytes do not form a PSBT that re-encodes.
-    ("r_6.hex", 19, "sign_remote_commitment_tx without commit_num/htlcs/feerate", |k| {
-        matches!(k, DecodeErrorKind::Short { .. } | DecodeErrorKind::InvalidPsbt(_))
-    }),
-    ("w_3.hex", 111, "init reply of type 111, replaced by hsmd_init_reply_v4 (114)", |k| {
-        matches!(k, DecodeErrorKind::UnknownType)
-    }),
+    (
+        "r_6.hex",
+        19,
+        "sign_remote_commitment_tx without commit_num/htlcs/feerate",
+        |k| {
+            matches!(
+                k,
+                DecodeErrorKind::Short { .. } | DecodeErrorKind::InvalidPsbt(_)
+            )
+        },
+    ),
+    (
+        "w_3.hex",
+        111,
+        "init reply of type 111, replaced by hsmd_init_reply_v4 (114)",
+        |k| matches!(k, DecodeErrorKind::UnknownType),
+    ),
 ];
 
 #[test]
 fn recorded_traffic() {
     let mut current = 0;
     let mut retired = 0;
-    for file in ["r_3.hex", "r_5.hex", "r_6.hex", "w_0.hex", "w_3.hex", "w_4.hex", "w_5.hex", "w_6.hex"]
-    {
+    for file in [
+        "r_3.hex", "r_5.hex", "r_6.hex", "w_0.hex", "w_3.hex", "w_4.hex", "w_5.hex", "w_6.hex",
+    ] {
         for (i, msg) in frames(file).into_iter().enumerate() {
             let t = u16::from_be_bytes([msg[0], msg[1]]);
             let result = Message::decode_known(&msg);

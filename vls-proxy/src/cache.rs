@@ -11,16 +11,22 @@ use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Request hash -> (when approved, the reply).
+type Entries = LruCache<[u8; 32], (Instant, Vec<u8>)>;
+
 /// Approved preapprovals by SHA-256 of the raw request, each valid for a TTL.
 pub struct PreapprovalCache {
-    entries: Option<Mutex<LruCache<[u8; 32], (Instant, Vec<u8>)>>>,
+    entries: Option<Mutex<Entries>>,
     ttl: Duration,
 }
 
 impl PreapprovalCache {
     /// A cache of `capacity` entries (0 disables it) valid for `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        PreapprovalCache { entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))), ttl }
+        PreapprovalCache {
+            entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+            ttl,
+        }
     }
 
     /// Whether requests of this type are cached.
@@ -36,13 +42,21 @@ impl PreapprovalCache {
 
     /// Whether `reply` approves.
     pub fn is_approval(reply: &[u8]) -> bool {
-        PreapproveInvoiceReply::decode(reply).map(|r| r.approved).unwrap_or(false)
-            || PreapproveKeysendReply::decode(reply).map(|r| r.approved).unwrap_or(false)
+        PreapproveInvoiceReply::decode(reply)
+            .map(|r| r.approved)
+            .unwrap_or(false)
+            || PreapproveKeysendReply::decode(reply)
+                .map(|r| r.approved)
+                .unwrap_or(false)
     }
 
     /// The cached reply for this request hash, if still fresh.
     pub fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
-        let mut c = self.entries.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self
+            .entries
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match c.get(key) {
             Some((at, reply)) if at.elapsed() < self.ttl => Some(reply.clone()),
             Some(_) => {
@@ -56,7 +70,9 @@ impl PreapprovalCache {
     /// Remembers an approval.
     pub fn put(&self, key: [u8; 32], reply: Vec<u8>) {
         if let Some(c) = &self.entries {
-            c.lock().unwrap_or_else(|p| p.into_inner()).put(key, (Instant::now(), reply));
+            c.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(key, (Instant::now(), reply));
         }
     }
 }
@@ -79,6 +95,8 @@ mod tests {
         assert_eq!(c.get(&[3; 32]), Some(yes));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(c.get(&[3; 32]), None, "expired");
-        assert!(PreapprovalCache::new(0, Duration::from_secs(1)).get(&[3; 32]).is_none());
+        assert!(PreapprovalCache::new(0, Duration::from_secs(1))
+            .get(&[3; 32])
+            .is_none());
     }
 }

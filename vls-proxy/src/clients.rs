@@ -75,7 +75,10 @@ impl Proxy {
     async fn fail(&self, reason: u8, desc: String) {
         log::error!("stopping: {desc}");
         self.status.fail(reason, &desc).await;
-        let _ = self.exit.send(Exit { code: EXIT_STATUS_FAIL, why: desc });
+        let _ = self.exit.send(Exit {
+            code: EXIT_STATUS_FAIL,
+            why: desc,
+        });
     }
 
     /// Serves lightningd's fd 3 until EOF (a clean stop) or a fatal error.
@@ -84,11 +87,16 @@ impl Proxy {
             let msg = match tokio_io::read(&mut sock).await {
                 Ok(Some(m)) => m,
                 Ok(None) => {
-                    let _ = self.exit.send(Exit { code: 0, why: "lightningd closed fd 3".into() });
+                    let _ = self.exit.send(Exit {
+                        code: 0,
+                        why: "lightningd closed fd 3".into(),
+                    });
                     return;
                 }
                 Err(e) => {
-                    return self.fail(FAIL_MASTER_IO, format!("reading from lightningd: {e}")).await
+                    return self
+                        .fail(FAIL_MASTER_IO, format!("reading from lightningd: {e}"))
+                        .await
                 }
             };
             let reply = match self.router.call(None, msg.clone()).await {
@@ -100,11 +108,15 @@ impl Proxy {
             };
             self.router.metrics.done();
             if let Err(e) = tokio_io::write(&mut sock, &reply).await {
-                return self.fail(FAIL_MASTER_IO, format!("writing to lightningd: {e}")).await;
+                return self
+                    .fail(FAIL_MASTER_IO, format!("writing to lightningd: {e}"))
+                    .await;
             }
             if let Ok(failure) = InitReplyFailure::decode(&reply) {
                 let why = failure.error_message.to_string_lossy();
-                return self.fail(FAIL_INTERNAL_ERROR, format!("hsmd_init failed: {why}")).await;
+                return self
+                    .fail(FAIL_INTERNAL_ERROR, format!("hsmd_init failed: {why}"))
+                    .await;
             }
             if let Ok(req) = ClientHsmfd::decode(&msg) {
                 if let Err(desc) = self.new_client(&sock, req).await {
@@ -115,9 +127,15 @@ impl Proxy {
     }
 
     /// Creates the client lightningd asked for and passes its fd.
-    async fn new_client(self: &Arc<Self>, master: &UnixStream, req: ClientHsmfd) -> Result<(), String> {
+    async fn new_client(
+        self: &Arc<Self>,
+        master: &UnixStream,
+        req: ClientHsmfd,
+    ) -> Result<(), String> {
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-        let id = self.next_client.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_client
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
             if clients.len() >= MAX_CLIENTS {
@@ -133,8 +151,11 @@ impl Proxy {
                 }
             } else {
                 // A new client for the same channel replaces the old one.
-                let old: Vec<u64> =
-                    clients.iter().filter(|(_, c)| c.dbid == req.dbid).map(|(k, _)| *k).collect();
+                let old: Vec<u64> = clients
+                    .iter()
+                    .filter(|(_, c)| c.dbid == req.dbid)
+                    .map(|(k, _)| *k)
+                    .collect();
                 for k in old {
                     if let Some(c) = clients.remove(&k) {
                         log::info!("client for dbid {} replaced", req.dbid);
@@ -148,9 +169,17 @@ impl Proxy {
                 capabilities: req.permissions,
             };
             let task = tokio::spawn(self.clone().serve_client(id, req.id, ctx, ours));
-            clients.insert(id, ClientEntry { dbid: req.dbid, task: task.abort_handle() });
+            clients.insert(
+                id,
+                ClientEntry {
+                    dbid: req.dbid,
+                    task: task.abort_handle(),
+                },
+            );
         }
-        send_fd(master, theirs.as_raw_fd()).await.map_err(|e| format!("passing client fd: {e}"))?;
+        send_fd(master, theirs.as_raw_fd())
+            .await
+            .map_err(|e| format!("passing client fd: {e}"))?;
         Ok(())
     }
 
@@ -178,7 +207,10 @@ impl Proxy {
                         break;
                     }
                 }
-                Err(CallError::Refused { fatal: Some(reason), description }) => {
+                Err(CallError::Refused {
+                    fatal: Some(reason),
+                    description,
+                }) => {
                     self.router.metrics.done();
                     self.fail(reason, description).await;
                     break;
@@ -195,18 +227,27 @@ impl Proxy {
                 }
             }
         }
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 }
 
 /// The `status_fail` for a master request the signer refused.
 fn master_failure(msg: &[u8], e: &CallError) -> (u8, String) {
-    let t = msg.get(..2).map_or(u32::MAX, |b| u32::from(u16::from_be_bytes([b[0], b[1]])));
+    let t = msg
+        .get(..2)
+        .map_or(u32::MAX, |b| u32::from(u16::from_be_bytes([b[0], b[1]])));
     match e {
-        CallError::Refused { fatal: Some(reason), description } => (*reason, description.clone()),
-        CallError::Refused { description, .. } => {
-            (FAIL_MASTER_IO, format!("Error parsing {t}: {}: {description}", hex::encode(msg)))
-        }
+        CallError::Refused {
+            fatal: Some(reason),
+            description,
+        } => (*reason, description.clone()),
+        CallError::Refused { description, .. } => (
+            FAIL_MASTER_IO,
+            format!("Error parsing {t}: {}: {description}", hex::encode(msg)),
+        ),
         other => (FAIL_INTERNAL_ERROR, format!("request {t} failed: {other}")),
     }
 }

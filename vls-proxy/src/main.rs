@@ -98,7 +98,10 @@ fn main() {
             }
         }
         Some(Command::Certs { dir, names }) => {
-            let mut all: Vec<String> = proto::tls::DEFAULT_PROXY_NAMES.iter().map(|s| s.to_string()).collect();
+            let mut all: Vec<String> = proto::tls::DEFAULT_PROXY_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             all.extend(names);
             match proto::tls::generate_ca_and_certs(&dir, &all) {
                 Ok(_) => println!("certificates written to {}", dir.display()),
@@ -114,7 +117,11 @@ fn main() {
 
 /// Serves as hsmd until lightningd closes fd 3 or a fatal error; returns the exit status.
 fn run(cli: Cli) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("cannot start the runtime: {e}");
@@ -128,7 +135,10 @@ async fn serve(cli: Cli) -> i32 {
     // SAFETY: lightningd starts every subdaemon with fd 0 = status socket and fd 3 = master
     // socket; nothing else in this process owns them.
     let (status_sock, master_sock) = unsafe {
-        (std::os::unix::net::UnixStream::from_raw_fd(0), std::os::unix::net::UnixStream::from_raw_fd(3))
+        (
+            std::os::unix::net::UnixStream::from_raw_fd(0),
+            std::os::unix::net::UnixStream::from_raw_fd(3),
+        )
     };
     let to_tokio = |s: std::os::unix::net::UnixStream| {
         s.set_nonblocking(true)?;
@@ -193,7 +203,10 @@ async fn serve(cli: Cli) -> i32 {
     }
     log::info!("waiting for the signer on {addr}");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let grpc = server.add_service(HsmdServer::new(server::HsmdService::new(router.clone(), status.clone())));
+    let grpc = server.add_service(HsmdServer::new(server::HsmdService::new(
+        router.clone(),
+        status.clone(),
+    )));
     tokio::spawn(async move {
         if let Err(e) = grpc.serve_with_incoming(incoming).await {
             log::error!("gRPC server stopped: {e}");
@@ -211,7 +224,10 @@ async fn serve(cli: Cli) -> i32 {
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::unbounded_channel();
     let proxy = clients::Proxy::new(router, status.clone(), exit_tx);
     tokio::spawn(proxy.serve_master(master_sock));
-    let exit = exit_rx.recv().await.unwrap_or(clients::Exit { code: 1, why: "no reason".into() });
+    let exit = exit_rx.recv().await.unwrap_or(clients::Exit {
+        code: 1,
+        why: "no reason".into(),
+    });
     log::info!("exiting with status {}: {}", exit.code, exit.why);
     // Give the status channel a moment to flush, then stop without waiting for the signer.
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -220,6 +236,8 @@ async fn serve(cli: Cli) -> i32 {
 
 fn parse_node_id(s: &str) -> Result<protocol::types::NodeId, String> {
     let b = hex::decode(s).map_err(|e| format!("--expect-node-id: {e}"))?;
-    let a: [u8; 33] = b.try_into().map_err(|_| "--expect-node-id: not 33 bytes".to_string())?;
+    let a: [u8; 33] = b
+        .try_into()
+        .map_err(|_| "--expect-node-id: not 33 bytes".to_string())?;
     Ok(protocol::types::NodeId::from_bytes(a))
 }

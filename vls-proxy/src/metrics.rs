@@ -10,7 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
-const BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
 
 /// The proxy's counters.
 #[derive(Default)]
@@ -30,7 +32,12 @@ pub struct Metrics {
 impl Metrics {
     /// A request of `msg_type` from a client.
     pub fn request(&self, msg_type: u16) {
-        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry(msg_type).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(msg_type)
+            .or_default() += 1;
         self.inflight.fetch_add(1, Ordering::Relaxed);
     }
     /// A round trip took `d`.
@@ -42,7 +49,8 @@ impl Metrics {
             }
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
     /// A request finished (replied or failed).
     pub fn done(&self) {
@@ -71,26 +79,44 @@ impl Metrics {
             .and_then(|r| r.split(':').next())
             .unwrap_or("other")
             .to_string();
-        *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(rule).or_default() += 1;
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(rule)
+            .or_default() += 1;
     }
 
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut s = String::new();
         s.push_str("# TYPE vls_proxy_requests_total counter\n");
-        for (t, n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (t, n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let name = protocol::msgs::name_of(*t).unwrap_or("unknown");
-            s.push_str(&format!("vls_proxy_requests_total{{type=\"{name}\"}} {n}\n"));
+            s.push_str(&format!(
+                "vls_proxy_requests_total{{type=\"{name}\"}} {n}\n"
+            ));
         }
         s.push_str("# TYPE vls_proxy_round_trip_seconds histogram\n");
         for (i, b) in BUCKETS.iter().enumerate() {
             let n = self.latency_buckets[i].load(Ordering::Relaxed);
-            s.push_str(&format!("vls_proxy_round_trip_seconds_bucket{{le=\"{b}\"}} {n}\n"));
+            s.push_str(&format!(
+                "vls_proxy_round_trip_seconds_bucket{{le=\"{b}\"}} {n}\n"
+            ));
         }
         let count = self.latency_count.load(Ordering::Relaxed);
-        s.push_str(&format!("vls_proxy_round_trip_seconds_bucket{{le=\"+Inf\"}} {count}\n"));
+        s.push_str(&format!(
+            "vls_proxy_round_trip_seconds_bucket{{le=\"+Inf\"}} {count}\n"
+        ));
         let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        s.push_str(&format!("vls_proxy_round_trip_seconds_sum {sum}\nvls_proxy_round_trip_seconds_count {count}\n"));
+        s.push_str(&format!(
+            "vls_proxy_round_trip_seconds_sum {sum}\nvls_proxy_round_trip_seconds_count {count}\n"
+        ));
         for (name, v) in [
             ("vls_proxy_inflight_requests", &self.inflight),
             ("vls_proxy_signer_connects_total", &self.connects),
@@ -101,8 +127,15 @@ impl Metrics {
             s.push_str(&format!("{name} {}\n", v.load(Ordering::Relaxed)));
         }
         s.push_str("# TYPE vls_proxy_refusals_total counter\n");
-        for (rule, n) in self.refusals.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            s.push_str(&format!("vls_proxy_refusals_total{{rule=\"{rule}\"}} {n}\n"));
+        for (rule, n) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            s.push_str(&format!(
+                "vls_proxy_refusals_total{{rule=\"{rule}\"}} {n}\n"
+            ));
         }
         s
     }
@@ -111,7 +144,9 @@ impl Metrics {
 /// Serves `GET /metrics` (any path) on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];

@@ -84,9 +84,15 @@ enum Link {
     /// No signer stream.
     Down,
     /// A stream is there but has not answered `hsmd_init`: only init goes out.
-    Connected { stream: u64, out: mpsc::UnboundedSender<SignerRequest> },
+    Connected {
+        stream: u64,
+        out: mpsc::UnboundedSender<SignerRequest>,
+    },
     /// The signer answered init on this stream: everything goes out.
-    Ready { stream: u64, out: mpsc::UnboundedSender<SignerRequest> },
+    Ready {
+        stream: u64,
+        out: mpsc::UnboundedSender<SignerRequest>,
+    },
 }
 
 struct Inflight {
@@ -131,7 +137,10 @@ fn resend(
     ids.sort_unstable();
     for id in ids {
         let e = map.get_mut(&id).expect("key from the map");
-        if e.sent_on != Some(stream) && (e.is_init || !inits_only) && out.send(e.req.clone()).is_ok() {
+        if e.sent_on != Some(stream)
+            && (e.is_init || !inits_only)
+            && out.send(e.req.clone()).is_ok()
+        {
             e.sent_on = Some(stream);
         }
     }
@@ -174,7 +183,9 @@ impl Router {
         context: Option<HsmRequestContext>,
         message: Vec<u8>,
     ) -> Result<Vec<u8>, CallError> {
-        let msg_type = message.get(..2).map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]));
+        let msg_type = message
+            .get(..2)
+            .map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]));
         self.metrics.request(msg_type);
         let cacheable = PreapprovalCache::applies_to(msg_type);
         let key = sha256::Hash::hash(&message).to_byte_array();
@@ -186,13 +197,21 @@ impl Router {
         }
         let is_init = msg_type == Init::TYPE;
         let attempt = || async {
-            let resp = self.round_trip(context.clone(), message.clone(), is_init).await;
+            let resp = self
+                .round_trip(context.clone(), message.clone(), is_init)
+                .await;
             if resp.is_temporary_failure {
-                return Err(CallError::RetriesExhausted { description: resp.error });
+                return Err(CallError::RetriesExhausted {
+                    description: resp.error,
+                });
             }
             if !resp.error.is_empty() || resp.is_fatal {
                 return Err(CallError::Refused {
-                    description: if resp.error.is_empty() { "fatal".into() } else { resp.error },
+                    description: if resp.error.is_empty() {
+                        "fatal".into()
+                    } else {
+                        resp.error
+                    },
                     fatal: resp.is_fatal.then_some(resp.fatal_reason as u8),
                 });
             }
@@ -233,7 +252,11 @@ impl Router {
         is_init: bool,
     ) -> SignerResponse {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let req = SignerRequest { request_id: id, context, message };
+        let req = SignerRequest {
+            request_id: id,
+            context,
+            message,
+        };
         let (tx, rx) = oneshot::channel();
         {
             let mut map = lock(&self.inflight);
@@ -244,7 +267,15 @@ impl Router {
                 }
                 _ => None,
             };
-            map.insert(id, Inflight { req, is_init, sent_on, reply: tx });
+            map.insert(
+                id,
+                Inflight {
+                    req,
+                    is_init,
+                    sent_on,
+                    reply: tx,
+                },
+            );
         }
         let started = std::time::Instant::now();
         // The sender lives in the map until the reply arrives; the router outlives callers.
@@ -266,7 +297,10 @@ impl Router {
             return Admission::Busy;
         }
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        self.link.send_replace(Link::Connected { stream, out: out.clone() });
+        self.link.send_replace(Link::Connected {
+            stream,
+            out: out.clone(),
+        });
         // With no init pinned yet, the node's own init (if waiting) goes out now.
         if lock(&self.pinned).is_none() {
             resend(&mut map, stream, &out, true);
@@ -287,7 +321,10 @@ impl Router {
             Link::Connected { stream: s, out } if *s == stream => out.clone(),
             _ => return,
         };
-        self.link.send_replace(Link::Ready { stream, out: out.clone() });
+        self.link.send_replace(Link::Ready {
+            stream,
+            out: out.clone(),
+        });
         resend(&mut map, stream, &out, false);
         log::info!("signer stream {stream} ready");
     }
@@ -341,7 +378,10 @@ impl Router {
         init.hsm_wire_min_version = r.hsm_version;
         init.hsm_wire_max_version = r.hsm_version;
         let Ok(pinned) = init.encode() else { return };
-        *lock(&self.pinned) = Some(Pinned { request: pinned, node_id: r.node_id });
+        *lock(&self.pinned) = Some(Pinned {
+            request: pinned,
+            node_id: r.node_id,
+        });
     }
 
     /// Checks the node id of an init reply against the one pinned (or expected).

@@ -35,7 +35,9 @@ type RequestStream = Pin<Box<dyn Stream<Item = Result<SignerRequest, Status>> + 
 #[tonic::async_trait]
 impl Hsmd for HsmdService {
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
-        Ok(Response::new(PingReply { message: request.into_inner().message }))
+        Ok(Response::new(PingReply {
+            message: request.into_inner().message,
+        }))
     }
 
     type SignerStreamStream = RequestStream;
@@ -44,7 +46,9 @@ impl Hsmd for HsmdService {
         &self,
         request: Request<Streaming<SignerResponse>>,
     ) -> Result<Response<RequestStream>, Status> {
-        let peer = request.remote_addr().map_or("unknown".into(), |a| a.to_string());
+        let peer = request
+            .remote_addr()
+            .map_or("unknown".into(), |a| a.to_string());
         let mut inbound = request.into_inner();
         let (out, out_rx) = mpsc::unbounded_channel();
         let stream = match self.router.admit(out.clone()) {
@@ -55,10 +59,16 @@ impl Hsmd for HsmdService {
             }
         };
         log::info!("signer connected from {peer} (stream {stream})");
-        self.status.log(LOG_INFO, &format!("signer connected from {peer}")).await;
+        self.status
+            .log(LOG_INFO, &format!("signer connected from {peer}"))
+            .await;
         let replay_id = REPLAY_ID_BASE + stream;
         if let Some(init) = self.router.replay_init() {
-            let _ = out.send(SignerRequest { request_id: replay_id, context: None, message: init });
+            let _ = out.send(SignerRequest {
+                request_id: replay_id,
+                context: None,
+                message: init,
+            });
         }
         let router = self.router.clone();
         let status = self.status.clone();
@@ -86,7 +96,9 @@ impl Hsmd for HsmdService {
                         Ok(()) => router.ready(stream),
                         Err(why) => {
                             log::error!("refusing signer from {peer}: {why}");
-                            status.log(LOG_BROKEN, &format!("refusing signer: {why}")).await;
+                            status
+                                .log(LOG_BROKEN, &format!("refusing signer: {why}"))
+                                .await;
                             break;
                         }
                     }
@@ -94,12 +106,16 @@ impl Hsmd for HsmdService {
                 }
                 if let Err(why) = router.reply(stream, resp) {
                     log::error!("refusing signer from {peer}: {why}");
-                    status.log(LOG_BROKEN, &format!("refusing signer: {why}")).await;
+                    status
+                        .log(LOG_BROKEN, &format!("refusing signer: {why}"))
+                        .await;
                     break;
                 }
             }
             router.down(stream);
-            status.log(LOG_UNUSUAL, "signer disconnected; requests wait for it").await;
+            status
+                .log(LOG_UNUSUAL, "signer disconnected; requests wait for it")
+                .await;
         });
         let out = UnboundedReceiverStream::new(out_rx).map(Ok);
         Ok(Response::new(Box::pin(out)))

@@ -25,7 +25,9 @@ pub struct Status {
 impl Status {
     /// The status channel over `out`.
     pub fn new(out: impl AsyncWrite + Send + Unpin + 'static) -> Self {
-        Status { out: Mutex::new(Box::new(out)) }
+        Status {
+            out: Mutex::new(Box::new(out)),
+        }
     }
 
     async fn send(&self, m: Message) {
@@ -44,12 +46,14 @@ impl Status {
 
     /// `status_version`: the first message lightningd expects.
     pub async fn version(&self, version: &str) {
-        self.send(StatusVersion::new(WireString::from(version)).into()).await
+        self.send(StatusVersion::new(WireString::from(version)).into())
+            .await
     }
 
     /// A log line in lightningd's log.
     pub async fn log(&self, level: u8, entry: &str) {
-        self.send(StatusLog::new(level, None, WireString::from(entry)).into()).await
+        self.send(StatusLog::new(level, None, WireString::from(entry)).into())
+            .await
     }
 
     /// A client sent a bad request (it is closed right after).
@@ -60,6 +64,7 @@ impl Status {
 
     /// The proxy is about to exit because of `reason`/`desc`.
     pub async fn fail(&self, reason: u8, desc: &str) {
-        self.send(StatusFail::new(reason, WireString::from(desc)).into()).await
+        self.send(StatusFail::new(reason, WireString::from(desc)).into())
+            .await
     }
 }

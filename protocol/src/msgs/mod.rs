@@ -84,13 +84,22 @@ mod tests {
         }
         assert_eq!(name_of(EcdhReq::TYPE), Some("hsmd_ecdh_req"));
         let e = EcdhReq::decode(&[0, 2, 1]).unwrap_err();
-        assert!(matches!(e.kind(), DecodeErrorKind::UnexpectedType { expected: 1 }));
+        assert!(matches!(
+            e.kind(),
+            DecodeErrorKind::UnexpectedType { expected: 1 }
+        ));
     }
 
     #[test]
     fn unknown_type_is_a_value() {
         let m = Message::decode(&[0x12, 0x34, 1, 2]).unwrap();
-        assert_eq!(m, Message::Unknown(UnknownMessage { msg_type: 0x1234, body: vec![1, 2] }));
+        assert_eq!(
+            m,
+            Message::Unknown(UnknownMessage {
+                msg_type: 0x1234,
+                body: vec![1, 2]
+            })
+        );
         assert_eq!(m.encode().unwrap(), vec![0x12, 0x34, 1, 2]);
     }
 
