@@ -104,7 +104,10 @@ pub fn init_request(network: Network, passphrase: Option<&str>) -> Init {
         Network::Bitcoin => Bip32KeyVersion::MAINNET,
         _ => Bip32KeyVersion::TESTNET,
     };
-    let tlvs = InitTlvs { hsm_passphrase: passphrase.map(WireString::from), unknown: Vec::new() };
+    let tlvs = InitTlvs {
+        hsm_passphrase: passphrase.map(WireString::from),
+        unknown: Vec::new(),
+    };
     Init::new(
         bip32,
         ChainHash::using_genesis_block(network),
@@ -127,8 +130,10 @@ impl HsmClient {
     /// [`ClientError::BadReply`] for one that does not decode, and the errors of
     /// [`HsmClient::request`].
     pub async fn call<R: Call>(&self, req: &R) -> Result<R::Reply, ClientError> {
-        let bytes =
-            req.encode_request().map_err(|source| ClientError::Encode { request: R::NAME, source })?;
+        let bytes = req.encode_request().map_err(|source| ClientError::Encode {
+            request: R::NAME,
+            source,
+        })?;
         let reply = self.request(&bytes).await?;
         R::decode_reply(&reply).map_err(|source| match source.kind() {
             DecodeErrorKind::UnexpectedType { .. } => ClientError::UnexpectedReply {
@@ -136,15 +141,20 @@ impl HsmClient {
                 expected: R::REPLY_TYPE,
                 reply_type: msg_type(&reply),
             },
-            _ => ClientError::BadReply { request: R::NAME, source },
+            _ => ClientError::BadReply {
+                request: R::NAME,
+                source,
+            },
         })
     }
 
     /// `hsmd_init`: returns the init reply, or [`ClientError::InitFailed`] if the signer
     /// could not load its secret (`hsmd_init_reply_failure`).
     pub async fn init(&self, req: &Init) -> Result<InitReplyV4, ClientError> {
-        let bytes =
-            req.encode().map_err(|source| ClientError::Encode { request: Init::NAME, source })?;
+        let bytes = req.encode().map_err(|source| ClientError::Encode {
+            request: Init::NAME,
+            source,
+        })?;
         let reply = self.request(&bytes).await?;
         if msg_type(&reply) == Some(InitReplyFailure::TYPE) {
             return match InitReplyFailure::decode(&reply) {
@@ -152,7 +162,10 @@ impl HsmClient {
                     code: f.error_code,
                     message: f.error_message.to_string_lossy(),
                 }),
-                Err(source) => Err(ClientError::BadReply { request: Init::NAME, source }),
+                Err(source) => Err(ClientError::BadReply {
+                    request: Init::NAME,
+                    source,
+                }),
             };
         }
         InitReplyV4::decode(&reply).map_err(|source| match source.kind() {
@@ -161,7 +174,10 @@ impl HsmClient {
                 expected: InitReplyV4::TYPE,
                 reply_type: msg_type(&reply),
             },
-            _ => ClientError::BadReply { request: Init::NAME, source },
+            _ => ClientError::BadReply {
+                request: Init::NAME,
+                source,
+            },
         })
     }
 
@@ -251,14 +267,14 @@ impl HsmClient {
 
     /// `hsmd_preapprove_invoice`: whether the signer approves paying this invoice.
     pub async fn preapprove_invoice(&self, invstring: &str) -> Result<bool, ClientError> {
-        Ok(self.call(&PreapproveInvoice::new(WireString::from(invstring))).await?.approved)
+        Ok(self
+            .call(&PreapproveInvoice::new(WireString::from(invstring)))
+            .await?
+            .approved)
     }
 
     /// `hsmd_preapprove_keysend`: whether the signer approves this keysend payment.
-    pub async fn preapprove_keysend(
-        &self,
-        req: &PreapproveKeysend,
-    ) -> Result<bool, ClientError> {
+    pub async fn preapprove_keysend(&self, req: &PreapproveKeysend) -> Result<bool, ClientError> {
         Ok(self.call(req).await?.approved)
     }
 
@@ -278,7 +294,10 @@ impl HsmClient {
         &self,
         announcement: Vec<u8>,
     ) -> Result<ecdsa::Signature, ClientError> {
-        Ok(self.call(&NodeAnnouncementSigReq::new(announcement)).await?.signature)
+        Ok(self
+            .call(&NodeAnnouncementSigReq::new(announcement))
+            .await?
+            .signature)
     }
 }
 
@@ -303,12 +322,22 @@ mod tests {
             tokio_io::write(&mut b, &[0, 127, 1]).await.unwrap();
             b
         });
-        assert_eq!(c.derive_secret(b"scb secret").await.unwrap(), Secret([7; 32]));
+        assert_eq!(
+            c.derive_secret(b"scb secret").await.unwrap(),
+            Secret([7; 32])
+        );
         assert!(matches!(
             c.derive_secret(b"x").await,
-            Err(ClientError::UnexpectedReply { expected: 127, reply_type: Some(100), .. })
+            Err(ClientError::UnexpectedReply {
+                expected: 127,
+                reply_type: Some(100),
+                ..
+            })
         ));
-        assert!(matches!(c.derive_secret(b"x").await, Err(ClientError::BadReply { .. })));
+        assert!(matches!(
+            c.derive_secret(b"x").await,
+            Err(ClientError::BadReply { .. })
+        ));
         drop(server.await.unwrap());
     }
 

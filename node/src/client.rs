@@ -95,8 +95,11 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     /// The master client: lightningd's fd 3.
-    pub const MASTER: ClientInfo =
-        ClientInfo { peer_id: None, dbid: 0, permissions: Permissions::LIGHTNINGD };
+    pub const MASTER: ClientInfo = ClientInfo {
+        peer_id: None,
+        dbid: 0,
+        permissions: Permissions::LIGHTNINGD,
+    };
 }
 
 /// A reply as it came off the socket, with the descriptor that followed it (only after a
@@ -144,7 +147,9 @@ pub struct HsmClient {
 
 impl std::fmt::Debug for HsmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HsmClient").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("HsmClient")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -208,8 +213,19 @@ impl HsmClient {
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(rd, takes_fds, tx));
         let closed = Arc::new(AtomicBool::new(false));
-        let conn = Conn { writer: wr, incoming: rx, pending: 0, closed: false, closed_flag: closed.clone() };
-        HsmClient { info, conn: Mutex::new(conn), reader, closed }
+        let conn = Conn {
+            writer: wr,
+            incoming: rx,
+            pending: 0,
+            closed: false,
+            closed_flag: closed.clone(),
+        };
+        HsmClient {
+            info,
+            conn: Mutex::new(conn),
+            reader,
+            closed,
+        }
     }
 
     /// A client over a descriptor passed by the proxy.
@@ -332,16 +348,23 @@ mod tests {
             // Close without replying.
         });
         assert_eq!(c.request(b"\x00\x01ab").await.unwrap(), b"\x00\x64cd");
-        assert!(matches!(c.request(b"\x00\x01").await, Err(ClientError::Closed)));
+        assert!(matches!(
+            c.request(b"\x00\x01").await,
+            Err(ClientError::Closed)
+        ));
         server.await.unwrap();
-        assert!(matches!(c.request(b"\x00\x01").await, Err(ClientError::Closed)));
+        assert!(matches!(
+            c.request(b"\x00\x01").await,
+            Err(ClientError::Closed)
+        ));
     }
 
     #[tokio::test]
     async fn late_reply_is_discarded() {
         let (a, mut b) = UnixStream::pair().unwrap();
         let c = HsmClient::new(a, ClientInfo::MASTER, false);
-        let first = tokio::time::timeout(std::time::Duration::from_millis(20), c.request(b"\x00\x01"));
+        let first =
+            tokio::time::timeout(std::time::Duration::from_millis(20), c.request(b"\x00\x01"));
         assert!(first.await.is_err());
         let _ = tokio_io::read(&mut b).await.unwrap().unwrap();
         tokio_io::write(&mut b, b"\x00\x64late").await.unwrap();
@@ -363,7 +386,10 @@ mod tests {
             b.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
             b
         });
-        assert!(matches!(c.request(b"\x00\x01").await, Err(ClientError::Frame(_))));
+        assert!(matches!(
+            c.request(b"\x00\x01").await,
+            Err(ClientError::Frame(_))
+        ));
         drop(server.await.unwrap());
     }
 }

@@ -39,9 +39,12 @@ impl LogTarget {
         Ok(match self {
             LogTarget::Inherit => Stdio::inherit(),
             LogTarget::Null => Stdio::null(),
-            LogTarget::File(p) => {
-                Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(p)?)
-            }
+            LogTarget::File(p) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
         })
     }
 }
@@ -61,6 +64,11 @@ pub struct HsmdConfig {
     pub env_remove: Vec<OsString>,
     /// Where its stderr goes.
     pub stderr: LogTarget,
+    /// Have the kernel kill it (SIGKILL) when the thread that started it ends, even if this
+    /// process dies without running destructors (Linux `PR_SET_PDEATHSIG`). lightningd does
+    /// not do this (hsmd exits on EOF on fd 3); a test harness wants it. Start it from a
+    /// thread that lives as long as it should (e.g. a current-thread runtime's).
+    pub kill_with_parent: bool,
 }
 
 impl HsmdConfig {
@@ -78,6 +86,7 @@ impl HsmdConfig {
             env: Vec::new(),
             env_remove: Vec::new(),
             stderr: LogTarget::Inherit,
+            kill_with_parent: false,
         }
     }
 
@@ -156,7 +165,9 @@ pub struct Hsmd {
 
 impl std::fmt::Debug for Hsmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hsmd").field("pid", &self.process.pid()).finish_non_exhaustive()
+        f.debug_struct("Hsmd")
+            .field("pid", &self.process.pid())
+            .finish_non_exhaustive()
     }
 }
 
@@ -178,9 +189,14 @@ pub async fn check_version(config: &HsmdConfig) -> Result<(), SpawnError> {
         Ok(Ok(out)) => out,
     };
     if !out.status.success() {
-        return Err(SpawnError::VersionFailed { program, status: out.status });
+        return Err(SpawnError::VersionFailed {
+            program,
+            status: out.status,
+        });
     }
-    let got = String::from_utf8_lossy(&out.stdout).trim_end_matches(['\n', '\r']).to_string();
+    let got = String::from_utf8_lossy(&out.stdout)
+        .trim_end_matches(['\n', '\r'])
+        .to_string();
     if got != config.expected_version {
         return Err(SpawnError::VersionMismatch {
             program,
@@ -195,9 +211,12 @@ pub async fn check_version(config: &HsmdConfig) -> Result<(), SpawnError> {
 ///
 /// Both are first copied above fd 10, so that neither is clobbered if it already sits on 0
 /// or 3; `dup2` clears close-on-exec on the targets.
-fn place_fds(status: i32, master: i32) -> std::io::Result<()> {
-    // SAFETY: only async-signal-safe calls (fcntl, dup2, close) on descriptors we own.
+fn place_fds(status: i32, master: i32, kill_with_parent: bool) -> std::io::Result<()> {
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, close, prctl) on descriptors we own.
     unsafe {
+        if kill_with_parent && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         let s = libc::fcntl(status, libc::F_DUPFD, 10);
         let m = libc::fcntl(master, libc::F_DUPFD, 10);
         if s < 0 || m < 0 {
@@ -241,12 +260,15 @@ impl Hsmd {
             .stdout(Stdio::null())
             .stderr(config.stderr.stdio().map_err(SpawnError::Socket)?)
             .kill_on_drop(true);
+        let kill_with_parent = config.kill_with_parent;
         // SAFETY: the closure only makes async-signal-safe calls (see `place_fds`).
         unsafe {
-            cmd.pre_exec(move || place_fds(sfd, mfd));
+            cmd.pre_exec(move || place_fds(sfd, mfd, kill_with_parent));
         }
         let program = config.program.display().to_string();
-        let child = cmd.spawn().map_err(|source| SpawnError::Spawn { program, source })?;
+        let child = cmd
+            .spawn()
+            .map_err(|source| SpawnError::Spawn { program, source })?;
         // The child has its copies; ours must go so that its exit shows up as EOF.
         drop(status_theirs);
         drop(master_theirs);
@@ -258,7 +280,11 @@ impl Hsmd {
             ClientInfo::MASTER,
             true,
         );
-        Ok(Hsmd { master, status, process })
+        Ok(Hsmd {
+            master,
+            status,
+            process,
+        })
     }
 
     /// lightningd's own client (fd 3): permissions MASTER | SIGN_GOSSIP | ECDH.
@@ -289,9 +315,10 @@ impl Hsmd {
         permissions: Permissions,
     ) -> Result<HsmClient, ClientError> {
         let req = ClientHsmfd::new(peer_id, dbid, permissions.bits());
-        let bytes = req
-            .encode()
-            .map_err(|source| ClientError::Encode { request: ClientHsmfd::NAME, source })?;
+        let bytes = req.encode().map_err(|source| ClientError::Encode {
+            request: ClientHsmfd::NAME,
+            source,
+        })?;
         let reply = self.master.request_raw(&bytes).await?;
         if let Err(source) = ClientHsmfdReply::decode(&reply.msg) {
             let reply_type = reply.msg.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
@@ -302,10 +329,20 @@ impl Hsmd {
                     reply_type,
                 });
             }
-            return Err(ClientError::BadReply { request: ClientHsmfd::NAME, source });
+            return Err(ClientError::BadReply {
+                request: ClientHsmfd::NAME,
+                source,
+            });
         }
         let fd = reply.fd.ok_or(ClientError::MissingFd)?;
-        HsmClient::from_fd(fd, ClientInfo { peer_id: Some(peer_id), dbid, permissions })
+        HsmClient::from_fd(
+            fd,
+            ClientInfo {
+                peer_id: Some(peer_id),
+                dbid,
+                permissions,
+            },
+        )
     }
 
     /// The exit status, if the process has exited.

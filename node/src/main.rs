@@ -12,7 +12,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "node", about = "A Lightning node whose keys live in a remote signer")]
+#[command(
+    name = "node",
+    about = "A Lightning node whose keys live in a remote signer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +63,10 @@ fn absolute(p: PathBuf) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("node: cannot start the runtime: {e}");
@@ -86,8 +92,12 @@ fn main() -> ExitCode {
             let cfg = ReplayConfig {
                 corpus,
                 policy: policy.map(absolute),
-                proxy: proxy.map(absolute).unwrap_or_else(|| sibling_binary("vls-proxy")),
-                signer: signer.map(absolute).unwrap_or_else(|| sibling_binary("signer")),
+                proxy: proxy
+                    .map(absolute)
+                    .unwrap_or_else(|| sibling_binary("vls-proxy")),
+                signer: signer
+                    .map(absolute)
+                    .unwrap_or_else(|| sibling_binary("signer")),
                 cln_version,
                 step_timeout: Duration::from_secs_f64(step_timeout),
                 log_dir: log_dir.map(absolute),

@@ -24,7 +24,9 @@ pub struct Process {
 
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Process").field("pid", &self.pid).finish_non_exhaustive()
+        f.debug_struct("Process")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,7 +48,11 @@ impl Process {
             };
             tx.send_replace(Some(r.map_err(|e| WaitError(e.to_string()))));
         });
-        Process { exit: rx, kill, pid }
+        Process {
+            exit: rx,
+            kill,
+            pid,
+        }
     }
 
     /// The process id (as it was at start).

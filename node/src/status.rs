@@ -63,19 +63,25 @@ impl StatusEvent {
     fn from_msg(msg: Vec<u8>) -> StatusEvent {
         match Message::decode(&msg) {
             Ok(Message::StatusVersion(v)) => StatusEvent::Version(v.version.to_string_lossy()),
-            Ok(Message::StatusLog(l)) => {
-                StatusEvent::Log { level: l.level, peer: l.peer, entry: l.entry.to_string_lossy() }
-            }
-            Ok(Message::StatusFail(f)) => {
-                StatusEvent::Fail { reason: f.failreason, message: f.desc.to_string_lossy() }
-            }
+            Ok(Message::StatusLog(l)) => StatusEvent::Log {
+                level: l.level,
+                peer: l.peer,
+                entry: l.entry.to_string_lossy(),
+            },
+            Ok(Message::StatusFail(f)) => StatusEvent::Fail {
+                reason: f.failreason,
+                message: f.desc.to_string_lossy(),
+            },
             Ok(Message::ClientBadRequest(b)) => StatusEvent::ClientBadRequest {
                 node_id: b.id,
                 description: b.description.to_string_lossy(),
                 request: b.msg,
             },
             Ok(_) => StatusEvent::Other(msg),
-            Err(e) => StatusEvent::Undecodable { error: e.to_string(), msg },
+            Err(e) => StatusEvent::Undecodable {
+                error: e.to_string(),
+                msg,
+            },
         }
     }
 }
@@ -174,16 +180,25 @@ impl StatusLog {
 
     /// The last `status_fail` (reason, message), if any.
     pub fn failure(&self) -> Option<(u8, String)> {
-        self.state.borrow().events.iter().rev().find_map(|e| match e {
-            StatusEvent::Fail { reason, message } => Some((*reason, message.clone())),
-            _ => None,
-        })
+        self.state
+            .borrow()
+            .events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                StatusEvent::Fail { reason, message } => Some((*reason, message.clone())),
+                _ => None,
+            })
     }
 
     /// Every `hsmstatus_client_bad_request` so far, as events.
     pub fn bad_requests(&self) -> Vec<StatusEvent> {
         let s = self.state.borrow();
-        s.events.iter().filter(|e| matches!(e, StatusEvent::ClientBadRequest { .. })).cloned().collect()
+        s.events
+            .iter()
+            .filter(|e| matches!(e, StatusEvent::ClientBadRequest { .. }))
+            .cloned()
+            .collect()
     }
 
     /// How the channel ended, if it did.
@@ -237,17 +252,28 @@ mod tests {
     async fn collects_and_waits() {
         let (a, mut b) = UnixStream::pair().unwrap();
         let log = StatusLog::start(a);
-        let v = StatusVersion::new(WireString::from("v26.06.6")).encode().unwrap();
+        let v = StatusVersion::new(WireString::from("v26.06.6"))
+            .encode()
+            .unwrap();
         tokio_io::write(&mut b, &v).await.unwrap();
         let id = NodeId::from_bytes([2; 33]);
         let br = ClientBadRequest::new(id, WireString::from("permission"), vec![0, 1]);
-        tokio_io::write(&mut b, &br.encode().unwrap()).await.unwrap();
+        tokio_io::write(&mut b, &br.encode().unwrap())
+            .await
+            .unwrap();
         tokio_io::write(&mut b, &[0xff]).await.unwrap();
-        let (i, e) = log.wait_for(0, |e| matches!(e, StatusEvent::ClientBadRequest { .. })).await.unwrap();
+        let (i, e) = log
+            .wait_for(0, |e| matches!(e, StatusEvent::ClientBadRequest { .. }))
+            .await
+            .unwrap();
         assert_eq!(i, 1);
-        assert!(matches!(e, StatusEvent::ClientBadRequest { description, .. } if description == "permission"));
+        assert!(
+            matches!(e, StatusEvent::ClientBadRequest { description, .. } if description == "permission")
+        );
         assert_eq!(log.version().as_deref(), Some("v26.06.6"));
-        let f = StatusFail::new(3, WireString::from("bye")).encode().unwrap();
+        let f = StatusFail::new(3, WireString::from("bye"))
+            .encode()
+            .unwrap();
         tokio_io::write(&mut b, &f).await.unwrap();
         drop(b);
         assert_eq!(log.wait_end().await, StatusEnd::Eof);

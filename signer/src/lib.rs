@@ -9,7 +9,7 @@
 //! - [`policy`]: named rules, each enforced or warned;
 //! - `policy_channel`: the channel and commitment rules (channel types, delays, values, fee
 //!   rates, HTLCs, balances);
-//! - [`policy_onchain`]: the on-chain rules (destinations, fee caps, segwit-only inputs);
+//! - `policy_onchain`: the on-chain rules (destinations, fee caps, segwit-only inputs);
 //! - [`store`]: durable per-channel state and the reply cache, in redb;
 //! - [`bolt3`]: the funding script and the counterparty's per-commitment secret storage;
 //! - [`context`], [`error`]: who asks, and what can go wrong;

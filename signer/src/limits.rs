@@ -25,7 +25,7 @@ pub struct Limits {
     /// Most satoshis a commitment may leave out of its outputs beyond its BOLT 3 fee and
     /// anchors: trimmed HTLCs and balances, and rounding (`commitment-balance`). Keep it above
     /// Core Lightning's `max-dust-htlc-exposure-msat` (50 000 sat by default) plus twice the
-    /// dust limit.
+    /// dust limit. Up to this much can move through trimmed outputs per commitment unseen.
     pub max_commitment_dust_sat: u64,
     /// Smallest commitment fee rate, sat per 1000 weight (`commitment-feerate`).
     pub min_feerate_per_kw: u32,
@@ -77,7 +77,7 @@ impl Default for Limits {
             max_channel_value_sat: 100_000_000,
             min_dust_limit_sat: 354,
             max_dust_limit_sat: 20_000,
-            max_commitment_dust_sat: 100_000,
+            max_commitment_dust_sat: 60_000,
             min_feerate_per_kw: 253,
             max_feerate_per_kw: 100_000,
             max_htlcs: 483,

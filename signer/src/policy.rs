@@ -121,6 +121,9 @@ pub enum PolicyError {
     /// A rule name the signer does not know (a typo would otherwise silently weaken policy).
     #[error("unknown rule `{0}` in policy file")]
     UnknownRule(String),
+    /// An allowlist entry that is neither an address nor an extended public key.
+    #[error("invalid policy file: {0}")]
+    Allowlist(String),
 }
 
 #[derive(Deserialize)]
@@ -160,6 +163,8 @@ impl Policy {
     /// (enforce when absent).
     pub fn from_toml(text: &str) -> std::result::Result<Policy, PolicyError> {
         let f: PolicyFile = toml::from_str(text)?;
+        crate::policy_onchain::validate_allowlist(&f.limits.allowlist, None)
+            .map_err(PolicyError::Allowlist)?;
         let mut p = Policy::all(f.default.unwrap_or(Mode::Enforce));
         p.limits = f.limits;
         for (name, mode) in f.rules {

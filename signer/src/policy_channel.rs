@@ -15,8 +15,8 @@
 //!
 //! Channel types: `option_anchor_outputs` (bit 20, anchors whose HTLC transactions carry their
 //! own fee) is refused: its `SIGHASH_SINGLE|ANYONECANPAY` HTLC signatures let the peer take
-//! the HTLC transactions' fees, which is why zero-fee HTLC anchors replaced it (Core Lightning
-//! no longer opens such channels). `option_zeroconf` is refused when the peer funds: payments
+//! the HTLC transactions' fees, which is why zero-fee HTLC anchors replaced it (the anchors
+//! Core Lightning opens). `option_zeroconf` is refused when the peer funds: payments
 //! over a channel whose funding can still be double-spent could be lost.
 //!
 //! Dust limits: hsmd's protocol carries neither side's `dust_limit_satoshis`. BOLT 3 trims every
@@ -28,11 +28,12 @@
 //! # What `commitment-balance` checks, exactly
 //!
 //! Outputs are recognised by their scripts, built from the channel's keys as BOLT 3 builds
-//! them: our balance (our `to_local` on a holder commitment: P2WSH of the `to_local` script
-//! with our delayed key and the peer's `to_self_delay`; our `to_remote` on the peer's
-//! commitment: P2WPKH of our payment basepoint, or its P2WSH `OP_CHECKSIGVERIFY 1 OP_CSV`
-//! script with anchors), the peer's balance, the two anchors, and one HTLC output per listed
-//! HTLC. With `value` the channel value of `setup_channel`:
+//! them: our balance (on a holder commitment our `to_local`, P2WSH of the `to_local` script
+//! with our delayed key and the delay the peer asked for — either `to_self_delay` of
+//! `setup_channel` is accepted, both being within the operator's range; on the peer's
+//! commitment our `to_remote`, P2WPKH of our payment basepoint, or with anchors its P2WSH
+//! `OP_CHECKSIGVERIFY 1 OP_CSV` script), the peer's balance, the two anchors, and one HTLC
+//! output per listed HTLC. With `value` the channel value of `setup_channel`:
 //!
 //! 1. the only input spends the channel's funding outpoint (from `setup_channel`, moved by
 //!    `lock_outpoint`), the amount the signature commits to is `value`, and the outputs
@@ -42,15 +43,18 @@
 //!    (weight 724, or 1124 with anchors, plus 172 per HTLC output): `dust` is the value of
 //!    trimmed HTLCs and balances, which hsmd's requests do not list;
 //! 3. our balance `ours` (0 when trimmed) is at least
-//!    `prev.ours - new_offered - fee_increase - max(0, dust - prev.dust)`, where `prev` is the
-//!    previous commitment of the same side (holder or counterparty) — or, for the first one,
-//!    the opening: `value - push - 660 (anchors)` if we fund, else the push, with no fee, dust
-//!    or HTLCs —, `new_offered` is the sum of the HTLCs we offer that `prev` did not have
-//!    (rounded up to satoshis), and `fee_increase` is `fee - prev.fee` when we fund the
-//!    channel (negative when the fee drops: then our balance must grow by as much), 0
-//!    otherwise. Every legitimate BOLT 2 update passes: a balance moves down only when we
-//!    offer an HTLC or pay more fee, and an HTLC offered or trimmed lands in `new_offered` or
-//!    `dust`.
+//!    `prev.ours - new_offered - fee_increase - max(0, dust - prev.dust)`, where
+//!    - `prev` is the previous commitment of the same side (holder or counterparty; the
+//!      newest two of each are kept, so a retransmitted commitment is measured against the
+//!      one before it), or for the first one the opening: `value - push - 660 (anchors)` if
+//!      we fund, else the push, with no fee, dust or HTLCs;
+//!    - `new_offered` is the sum of the HTLCs we offer that `prev` did not have (rounded up
+//!      to satoshis);
+//!    - `fee_increase` is `fee - prev.fee` when we fund the channel (negative when the fee
+//!      drops: then our balance must grow by as much), 0 otherwise.
+//!
+//!    Every legitimate BOLT 2 update passes: a balance moves down only when we offer an HTLC
+//!    or pay more fee, and an HTLC offered or trimmed lands in `new_offered` or `dust`.
 //!
 //! `sign_commitment_tx` (our own commitment, for broadcast) carries no fee rate and no HTLCs:
 //! it checks 1, and that our balance is at least what the validated commitment of that number
@@ -65,18 +69,18 @@
 //! are refused, so a node that splices runs `commitment-balance` in warn mode.
 
 use crate::context::ChannelKey;
+use crate::error::Result;
 use crate::handler::Req;
 use crate::keys::channel::derive_simple_pubkey;
 use crate::keys::ChannelSecrets;
 use crate::policy::Policy;
 use crate::psbt_sign::input_amount;
 use crate::store::{ChannelState, CommitmentBalance};
-use crate::error::Result;
 use bitcoin::hashes::{hash160, ripemd160, Hash};
 use bitcoin::opcodes::all::{
-    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_DROP, OP_DUP,
-    OP_ELSE, OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_IFDUP, OP_NOTIF,
-    OP_PUSHNUM_16, OP_SIZE, OP_SWAP,
+    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE,
+    OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_IFDUP, OP_NOTIF, OP_PUSHNUM_16,
+    OP_SIZE, OP_SWAP,
 };
 use bitcoin::script::Builder;
 use bitcoin::{CompressedPublicKey, ScriptBuf, Transaction};
@@ -251,7 +255,9 @@ pub(crate) fn check_commitment(
         })?;
     }
     let small: Vec<usize> = (0..tx.output.len())
-        .filter(|i| !layout.anchors.contains(i) && tx.output[*i].value.to_sat() < l.min_dust_limit_sat)
+        .filter(|i| {
+            !layout.anchors.contains(i) && tx.output[*i].value.to_sat() < l.min_dust_limit_sat
+        })
         .collect();
     policy.check(DUST_LIMIT, small.is_empty(), || {
         format!(
@@ -284,19 +290,31 @@ pub(crate) fn check_commitment(
             BALANCE,
             validated.is_some_and(|v| layout.ours >= v.ours_sat),
             || match validated {
-                None => format!("holder commitment {n} was never validated: its balance is unknown"),
+                None => {
+                    format!("holder commitment {n} was never validated: its balance is unknown")
+                }
                 Some(v) => format!(
                     "holder commitment {n} gives us {} sat, its validated version {} sat",
                     layout.ours, v.ours_sat
                 ),
             },
         )?;
-        return Ok(CommitmentBalance { ours_sat: layout.ours, ..Default::default() });
+        return Ok(CommitmentBalance {
+            ours_sat: layout.ours,
+            ..Default::default()
+        });
     };
 
     let fee = u64::from(feerate).saturating_mul(layout.weight()) / 1000;
-    let anchors_sat = if layout.anchors_channel { 2 * ANCHOR_SAT } else { 0 };
-    let dust = i128::from(value) - layout.non_anchor_total as i128 - i128::from(fee) - i128::from(anchors_sat);
+    let anchors_sat = if layout.anchors_channel {
+        2 * ANCHOR_SAT
+    } else {
+        0
+    };
+    let dust = i128::from(value)
+        - layout.non_anchor_total as i128
+        - i128::from(fee)
+        - i128::from(anchors_sat);
     policy.check(BALANCE, dust <= i128::from(l.max_commitment_dust_sat), || {
         format!(
             "commitment {n} leaves {dust} sat of the channel's {value} out of its outputs beyond its fee of {fee} sat: at most {}",
@@ -318,7 +336,11 @@ pub(crate) fn check_commitment(
     };
     let new_offered_msat = new_offered(&prev.offered, &offered);
     let we_fund = ch.setup.is_outbound;
-    let fee_increase = if we_fund { i128::from(fee) - i128::from(prev.fee_sat) } else { 0 };
+    let fee_increase = if we_fund {
+        i128::from(fee) - i128::from(prev.fee_sat)
+    } else {
+        0
+    };
     let dust_increase = (dust - i128::from(prev.dust_sat)).max(0);
     let floor = i128::from(prev.ours_sat)
         - new_offered_msat.div_ceil(1000) as i128
@@ -351,12 +373,20 @@ pub(crate) fn check_channel_commitment(
         return Ok(None);
     };
     let secrets = r.channel_secrets(key)?;
-    let ch = Channel { setup: &setup, secrets: &secrets, state };
+    let ch = Channel {
+        setup: &setup,
+        secrets: &secrets,
+        state,
+    };
     check_commitment(r.policy, &ch, &c).map(Some)
 }
 
 /// Remembers what commitment `n` gave us, keeping the newest two of that side.
-pub(crate) fn record_balance(history: &mut BTreeMap<u64, CommitmentBalance>, n: u64, b: CommitmentBalance) {
+pub(crate) fn record_balance(
+    history: &mut BTreeMap<u64, CommitmentBalance>,
+    n: u64,
+    b: CommitmentBalance,
+) {
     history.insert(n, b);
     while history.len() > 2 {
         history.pop_first();
@@ -378,7 +408,10 @@ fn check_funding(policy: &Policy, ch: &Channel<'_>, c: &Commitment<'_>) -> Resul
         || {
             format!(
                 "commitment {n} spends {:?}, not the channel's funding outpoint {}",
-                tx.input.iter().map(|i| i.previous_output.to_string()).collect::<Vec<_>>(),
+                tx.input
+                    .iter()
+                    .map(|i| i.previous_output.to_string())
+                    .collect::<Vec<_>>(),
                 match funding {
                     Some((txid, vout)) => {
                         let mut t = txid.clone();
@@ -410,7 +443,11 @@ fn opening_balance(setup: &SetupChannel, anchors: bool) -> CommitmentBalance {
     let value_msat = u128::from(setup.channel_value.to_sat()) * 1000;
     let push = u128::from(setup.push_value.to_msat()).min(value_msat);
     let ours = if setup.is_outbound {
-        ((value_msat - push) / 1000).saturating_sub(if anchors { 2 * u128::from(ANCHOR_SAT) } else { 0 })
+        ((value_msat - push) / 1000).saturating_sub(if anchors {
+            2 * u128::from(ANCHOR_SAT)
+        } else {
+            0
+        })
     } else {
         push / 1000
     };
@@ -462,7 +499,11 @@ struct Layout {
 
 impl Layout {
     fn weight(&self) -> u64 {
-        let base = if self.anchors_channel { BASE_WEIGHT_ANCHORS } else { BASE_WEIGHT };
+        let base = if self.anchors_channel {
+            BASE_WEIGHT_ANCHORS
+        } else {
+            BASE_WEIGHT
+        };
         base + HTLC_OUTPUT_WEIGHT * self.htlc_outputs as u64
     }
 
@@ -470,7 +511,7 @@ impl Layout {
         let t = &ch.setup.channel_type;
         let anchors_channel =
             t.has(ChannelType::ANCHORS_ZERO_FEE_HTLC) || t.has(ChannelType::ANCHOR_OUTPUTS);
-        let scripts = Scripts::of(ch, c, anchors_channel);
+        let scripts = Scripts::of(ch, c.owner, &c.point, anchors_channel);
         let tx = &c.tx.tx;
         let mut layout = Layout {
             ours: 0,
@@ -528,14 +569,17 @@ struct Scripts {
 
 impl Scripts {
     /// `None` if a key cannot be derived (a tweak out of range: never for honest points).
-    fn of(ch: &Channel<'_>, c: &Commitment<'_>, anchors_channel: bool) -> Option<Scripts> {
+    fn of(ch: &Channel<'_>, owner: Owner, p: &PublicKey, anchors_channel: bool) -> Option<Scripts> {
         let setup = ch.setup;
         let ours = ch.secrets.basepoints();
         let theirs = &setup.remote_basepoints;
-        let p = &c.point;
         let static_key = setup.channel_type.has(ChannelType::STATIC_REMOTEKEY) || anchors_channel;
         let to_remote = |payment: &PublicKey| -> Option<ScriptBuf> {
-            let key = if static_key { *payment } else { derive_simple_pubkey(payment, p).ok()? };
+            let key = if static_key {
+                *payment
+            } else {
+                derive_simple_pubkey(payment, p).ok()?
+            };
             Some(if anchors_channel {
                 p2wsh(
                     Builder::new()
@@ -549,12 +593,12 @@ impl Scripts {
                 ScriptBuf::new_p2wpkh(&CompressedPublicKey(key).wpubkey_hash())
             })
         };
-        let (revocation_base, owner, other) = match c.owner {
+        let (revocation_base, owner_keys, other) = match owner {
             Owner::Holder => (&theirs.revocation, Keys::ours(&ours), Keys::theirs(theirs)),
             Owner::Counterparty => (&ours.revocation, Keys::theirs(theirs), Keys::ours(&ours)),
         };
         let revocation = revocation_pubkey(revocation_base, p)?;
-        let delayed = derive_simple_pubkey(&owner.delayed, p).ok()?;
+        let delayed = derive_simple_pubkey(&owner_keys.delayed, p).ok()?;
         // The owner's to_local waits the delay the other side asked for: Core Lightning puts
         // `remote_to_self_delay` on ours and `local_to_self_delay` on theirs. Either is
         // accepted (both are within the `channel-to-self-delay` range), as builders that read
@@ -564,7 +608,7 @@ impl Scripts {
             .map(|&delay| p2wsh(to_local_script(&revocation, delay, &delayed)))
             .collect();
         let other_balance = vec![to_remote(&other.payment)?];
-        let (ours_spk, theirs_spk) = match c.owner {
+        let (ours_spk, theirs_spk) = match owner {
             Owner::Holder => (to_local, other_balance),
             Owner::Counterparty => (other_balance, to_local),
         };
@@ -576,7 +620,7 @@ impl Scripts {
                 p2wsh(anchor_script(&setup.remote_funding_pubkey)),
             ],
             revocation,
-            owner_htlc: derive_simple_pubkey(&owner.htlc, p).ok()?,
+            owner_htlc: derive_simple_pubkey(&owner_keys.htlc, p).ok()?,
             other_htlc: derive_simple_pubkey(&other.htlc, p).ok()?,
             anchors_channel,
         })
@@ -609,10 +653,18 @@ struct Keys {
 
 impl Keys {
     fn ours(b: &crate::keys::ChannelBasepoints) -> Keys {
-        Keys { payment: b.payment, htlc: b.htlc, delayed: b.delayed_payment }
+        Keys {
+            payment: b.payment,
+            htlc: b.htlc,
+            delayed: b.delayed_payment,
+        }
     }
     fn theirs(b: &protocol::types::Basepoints) -> Keys {
-        Keys { payment: b.payment, htlc: b.htlc, delayed: b.delayed_payment }
+        Keys {
+            payment: b.payment,
+            htlc: b.htlc,
+            delayed: b.delayed_payment,
+        }
     }
 }
 
@@ -631,13 +683,21 @@ pub(crate) fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Opt
             .into();
         Scalar::from_be_bytes(hash).ok()
     };
-    let from_base = basepoint.mul_tweak(SECP256K1, &factor(basepoint, point)?).ok()?;
-    let from_point = point.mul_tweak(SECP256K1, &factor(point, basepoint)?).ok()?;
+    let from_base = basepoint
+        .mul_tweak(SECP256K1, &factor(basepoint, point)?)
+        .ok()?;
+    let from_point = point
+        .mul_tweak(SECP256K1, &factor(point, basepoint)?)
+        .ok()?;
     from_base.combine(&from_point).ok()
 }
 
 /// BOLT 3 `to_local` witness script.
-pub(crate) fn to_local_script(revocation: &PublicKey, to_self_delay: u16, delayed: &PublicKey) -> ScriptBuf {
+pub(crate) fn to_local_script(
+    revocation: &PublicKey,
+    to_self_delay: u16,
+    delayed: &PublicKey,
+) -> ScriptBuf {
     Builder::new()
         .push_opcode(OP_IF)
         .push_slice(revocation.serialize())

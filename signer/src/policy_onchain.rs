@@ -153,7 +153,9 @@ pub(crate) fn check_mutual_close(
     let setup = decode_setup(channel, state);
     let mut dest = Destinations::wallet_and_allowlist(r);
     let (ours, theirs) = match &setup {
-        Some(s) if !s.local_shutdown_script.is_empty() || s.local_shutdown_wallet_index.is_some() => {
+        Some(s)
+            if !s.local_shutdown_script.is_empty() || s.local_shutdown_wallet_index.is_some() =>
+        {
             dest.wallet_and_allowlist = false;
             dest.extra = std::iter::once(ScriptBuf::from_bytes(s.local_shutdown_script.clone()))
                 .filter(|s| !s.is_empty())
@@ -161,16 +163,23 @@ pub(crate) fn check_mutual_close(
                     wallet_pubkey(r.keys(), i).map_or_else(Vec::new, |k| key_scripts(&k).to_vec())
                 }))
                 .collect();
-            ("the channel's shutdown script", s.remote_shutdown_script.clone())
+            (
+                "the channel's shutdown script",
+                s.remote_shutdown_script.clone(),
+            )
         }
         s => (
             "our wallet or an allowlisted destination",
-            s.as_ref().map(|s| s.remote_shutdown_script.clone()).unwrap_or_default(),
+            s.as_ref()
+                .map(|s| s.remote_shutdown_script.clone())
+                .unwrap_or_default(),
         ),
     };
     let open = dest.unmatched(&tx.tx, &tx.psbt.outputs);
     let strays: Vec<usize> = if !theirs.is_empty() {
-        open.into_iter().filter(|&i| tx.tx.output[i].script_pubkey.as_bytes() != theirs).collect()
+        open.into_iter()
+            .filter(|&i| tx.tx.output[i].script_pubkey.as_bytes() != theirs)
+            .collect()
     } else if open.len() <= 1 {
         Vec::new()
     } else {
@@ -208,7 +217,9 @@ pub(crate) fn check_splice(r: &Req<'_>, tx: &BitcoinTx) -> Result<()> {
 ///
 /// # Errors
 /// The offending entry and the reason, for the operator.
-pub fn validate_allowlist(
+///
+/// Called when a policy file is loaded, so that a typo is refused up front.
+pub(crate) fn validate_allowlist(
     entries: &[String],
     network: Option<NetworkKind>,
 ) -> std::result::Result<(), String> {
@@ -241,7 +252,10 @@ fn spends_segwit(tx: &Transaction, psbt: &Psbt, index: usize) -> bool {
     if spk.is_witness_program() {
         return true;
     }
-    let redeem = psbt.inputs.get(index).and_then(|i| i.redeem_script.as_ref());
+    let redeem = psbt
+        .inputs
+        .get(index)
+        .and_then(|i| i.redeem_script.as_ref());
     spk.is_p2sh()
         && redeem.is_some_and(|rs| {
             rs.is_witness_program() && ScriptBuf::new_p2sh(&rs.script_hash()) == *spk
@@ -307,7 +321,7 @@ fn check_fee(r: &Req<'_>, tx: &Transaction, psbt: &Psbt) -> Result<()> {
 /// witness), else the smallest witness of its script type (P2WPKH 108, P2TR key path 66,
 /// P2WSH one signature and the witness script when the PSBT has it), plus a P2SH redeem
 /// script push for wrapped segwit and a minimal P2PKH script for legacy inputs.
-pub fn estimated_weight(tx: &Transaction, psbt: &Psbt) -> u64 {
+pub(crate) fn estimated_weight(tx: &Transaction, psbt: &Psbt) -> u64 {
     let mut base = tx.base_size() as u64;
     let mut witness: u64 = 0;
     let mut segwit = false;
@@ -343,9 +357,9 @@ pub fn estimated_weight(tx: &Transaction, psbt: &Psbt) -> u64 {
             1 + 1 + 64
         } else if script.is_p2wsh() {
             segwit = true;
-            let ws = input.and_then(|i| i.witness_script.as_ref()).map_or(0, |ws| {
-                ws.len() as u64 + if ws.len() < 253 { 1 } else { 3 }
-            });
+            let ws = input
+                .and_then(|i| i.witness_script.as_ref())
+                .map_or(0, |ws| ws.len() as u64 + if ws.len() < 253 { 1 } else { 3 });
             1 + 1 + 72 + ws
         } else if script.is_witness_program() {
             segwit = true;
@@ -396,7 +410,8 @@ impl<'a> Destinations<'a> {
         let mut open: Vec<usize> = (0..tx.output.len())
             .filter(|&i| {
                 let out = &tx.output[i];
-                let extra = !out.script_pubkey.is_empty() && self.extra.contains(&out.script_pubkey);
+                let extra =
+                    !out.script_pubkey.is_empty() && self.extra.contains(&out.script_pubkey);
                 out.value.to_sat() != 0 && !extra
             })
             .collect();
@@ -450,14 +465,17 @@ impl<'a> Destinations<'a> {
                 .is_some_and(|k| k == *pk && key_scripts(&k).iter().any(|s| **s == *script))
         });
         ecdsa
-            || output.tap_key_origins.iter().any(|(xonly, (_, (_, path)))| {
-                wallet_index(path)
-                    .and_then(|i| wallet_pubkey(self.keys, i))
-                    .is_some_and(|k| {
-                        k.x_only_public_key().0 == *xonly
-                            && ScriptBuf::new_p2tr(SECP256K1, *xonly, None) == *script
-                    })
-            })
+            || output
+                .tap_key_origins
+                .iter()
+                .any(|(xonly, (_, (_, path)))| {
+                    wallet_index(path)
+                        .and_then(|i| wallet_pubkey(self.keys, i))
+                        .is_some_and(|k| {
+                            k.x_only_public_key().0 == *xonly
+                                && ScriptBuf::new_p2tr(SECP256K1, *xonly, None) == *script
+                        })
+                })
     }
 }
 
@@ -473,7 +491,9 @@ fn wallet_index(path: &DerivationPath) -> Option<u32> {
 /// mnemonic secret (the keys `sign_withdrawal` spends wallet UTXOs with).
 fn wallet_base(keys: &KeyManager) -> Option<Xpub> {
     match keys.bip86_base_xpub() {
-        Some(bip86) => bip86.ckd_pub(SECP256K1, ChildNumber::Normal { index: 0 }).ok(),
+        Some(bip86) => bip86
+            .ckd_pub(SECP256K1, ChildNumber::Normal { index: 0 })
+            .ok(),
         None => Some(keys.bip32_base_xpub()),
     }
 }
@@ -481,7 +501,12 @@ fn wallet_base(keys: &KeyManager) -> Option<Xpub> {
 /// Wallet key `index` (public).
 fn wallet_pubkey(keys: &KeyManager, index: u32) -> Option<PublicKey> {
     let child = ChildNumber::from_normal_idx(index).ok()?;
-    Some(wallet_base(keys)?.ckd_pub(SECP256K1, child).ok()?.public_key)
+    Some(
+        wallet_base(keys)?
+            .ckd_pub(SECP256K1, child)
+            .ok()?
+            .public_key,
+    )
 }
 
 /// The P2WPKH and P2TR (BIP86 key path, no script tree) scripts of `key`.
@@ -524,9 +549,12 @@ impl Allowed {
             let networks: &[Network] = match network {
                 None => &[],
                 Some(NetworkKind::Main) => &[Network::Bitcoin],
-                Some(NetworkKind::Test) => {
-                    &[Network::Testnet, Network::Testnet4, Network::Signet, Network::Regtest]
-                }
+                Some(NetworkKind::Test) => &[
+                    Network::Testnet,
+                    Network::Testnet4,
+                    Network::Signet,
+                    Network::Regtest,
+                ],
             };
             if !networks.is_empty() && !networks.iter().any(|n| address.is_valid_for_network(*n)) {
                 return Err(format!("an address of another network than {network:?}"));
@@ -539,7 +567,9 @@ impl Allowed {
                 "an extended public key of another network ({:?}) than {network:?}",
                 xpub.network
             )),
-            Err(e) => Err(format!("neither an address nor an extended public key ({e})")),
+            Err(e) => Err(format!(
+                "neither an address nor an extended public key ({e})"
+            )),
         }
     }
 }
@@ -551,9 +581,12 @@ fn paired_with_foreign_input(psbt: &Psbt, utxos: &[HsmUtxo], index: usize) -> bo
     let (Some(txin), Some(out)) = (tx.input.get(index), tx.output.get(index)) else {
         return false;
     };
-    let ours = utxos
-        .iter()
-        .any(|u| OutPoint { txid: u.txid, vout: u.vout } == txin.previous_output);
+    let ours = utxos.iter().any(|u| {
+        OutPoint {
+            txid: u.txid,
+            vout: u.vout,
+        } == txin.previous_output
+    });
     !ours && spent_output(tx, psbt, index).is_some_and(|spent| spent.value >= out.value)
 }
 
@@ -604,7 +637,9 @@ fn delayed_output_scripts(
     let Ok(point) = secrets.per_commitment_point(n) else {
         return Vec::new();
     };
-    let delayed_base = secrets.delayed_payment_basepoint_secret.public_key(SECP256K1);
+    let delayed_base = secrets
+        .delayed_payment_basepoint_secret
+        .public_key(SECP256K1);
     let (Ok(delayed), Some(revocation)) = (
         derive_simple_pubkey(&delayed_base, &point),
         revocation_pubkey(&setup.remote_basepoints.revocation, &point),
@@ -631,8 +666,12 @@ fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicK
             .into();
         Scalar::from_be_bytes(hash).ok()
     };
-    let from_base = basepoint.mul_tweak(SECP256K1, &factor(basepoint, point)?).ok()?;
-    let from_point = point.mul_tweak(SECP256K1, &factor(point, basepoint)?).ok()?;
+    let from_base = basepoint
+        .mul_tweak(SECP256K1, &factor(basepoint, point)?)
+        .ok()?;
+    let from_point = point
+        .mul_tweak(SECP256K1, &factor(point, basepoint)?)
+        .ok()?;
     from_base.combine(&from_point).ok()
 }
 
@@ -667,7 +706,11 @@ fn describe_outputs(tx: &Transaction, indexes: &[usize]) -> String {
         .iter()
         .map(|&i| {
             let out = &tx.output[i];
-            format!("output {i} ({} sat to {})", out.value.to_sat(), out.script_pubkey.to_hex_string())
+            format!(
+                "output {i} ({} sat to {})",
+                out.value.to_sat(),
+                out.script_pubkey.to_hex_string()
+            )
         })
         .collect();
     parts.join(", ")

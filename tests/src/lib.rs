@@ -60,10 +60,22 @@ pub fn binaries() -> &'static Binaries {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(workspace_root())
-            .args(["build", "-p", "vls-proxy", "-p", "signer", "-p", "node", "--bins"])
+            .args([
+                "build",
+                "-p",
+                "vls-proxy",
+                "-p",
+                "signer",
+                "-p",
+                "node",
+                "--bins",
+            ])
             .status()
             .expect("cannot run cargo build");
-        assert!(status.success(), "cargo build of the binaries failed: {status}");
+        assert!(
+            status.success(),
+            "cargo build of the binaries failed: {status}"
+        );
         let built = target_dir().join("debug");
         let private = private_dir();
         let take = |name: &str| {
@@ -75,7 +87,11 @@ pub fn binaries() -> &'static Binaries {
             }
             to
         };
-        Binaries { proxy: take("vls-proxy"), signer: take("signer"), node: take("node") }
+        Binaries {
+            proxy: take("vls-proxy"),
+            signer: take("signer"),
+            node: take("node"),
+        }
     })
 }
 
@@ -86,7 +102,10 @@ fn private_dir() -> PathBuf {
     if let Ok(entries) = std::fs::read_dir(&base) {
         for e in entries.flatten() {
             let name = e.file_name();
-            let pid = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+            let pid = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
             if let Some(pid) = pid {
                 if !Path::new(&format!("/proc/{pid}")).exists() {
                     let _ = std::fs::remove_dir_all(e.path());

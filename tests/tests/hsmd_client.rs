@@ -15,7 +15,9 @@ const T: Duration = Duration::from_secs(20);
 
 async fn start() -> CaseEnv {
     let cfg = replay_config(data_file("conformance/cln-hsmd-golden.json"));
-    CaseEnv::start(&cfg, "hsmd_client", &SECRET, None).await.expect("case environment")
+    CaseEnv::start(&cfg, "hsmd_client", &SECRET, None)
+        .await
+        .expect("case environment")
 }
 
 fn point(k: u8) -> PublicKey {
@@ -24,7 +26,10 @@ fn point(k: u8) -> PublicKey {
 
 async fn init(env: &CaseEnv) -> NodeId {
     let req = init_request(bitcoin::Network::Regtest, None);
-    let reply = tokio::time::timeout(T, env.hsmd.master().init(&req)).await.unwrap().unwrap();
+    let reply = tokio::time::timeout(T, env.hsmd.master().init(&req))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(reply.hsm_version, 6);
     reply.node_id
 }
@@ -43,14 +48,20 @@ async fn a_proxy_with_another_version_is_refused() {
 async fn status_version_init_and_clean_shutdown() {
     let env = start().await;
     let status = env.hsmd.status();
-    let (i, ev) = tokio::time::timeout(T, status.wait_for(0, |e| matches!(e, StatusEvent::Version(_))))
-        .await
-        .unwrap()
-        .unwrap();
+    let (i, ev) = tokio::time::timeout(
+        T,
+        status.wait_for(0, |e| matches!(e, StatusEvent::Version(_))),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!((i, ev), (0, StatusEvent::Version("v26.06.6".into())));
     init(&env).await;
     // lightningd closing fd 3 ends hsmd cleanly.
-    let exit = tokio::time::timeout(T, env.hsmd.shutdown()).await.unwrap().unwrap();
+    let exit = tokio::time::timeout(T, env.hsmd.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(exit.code(), Some(0));
     env.teardown().await;
 }
@@ -59,10 +70,20 @@ async fn status_version_init_and_clean_shutdown() {
 async fn connectd_client_does_ecdh_like_the_master() {
     let env = start().await;
     let node_id = init(&env).await;
-    let connectd = env.hsmd.new_client(node_id, 0, Subdaemon::Connectd.permissions()).await.unwrap();
+    let connectd = env
+        .hsmd
+        .new_client(node_id, 0, Subdaemon::Connectd.permissions())
+        .await
+        .unwrap();
     let p = point(7);
-    let via_client = tokio::time::timeout(T, connectd.ecdh(&p)).await.unwrap().unwrap();
-    let via_master = tokio::time::timeout(T, env.hsmd.master().ecdh(&p)).await.unwrap().unwrap();
+    let via_client = tokio::time::timeout(T, connectd.ecdh(&p))
+        .await
+        .unwrap()
+        .unwrap();
+    let via_master = tokio::time::timeout(T, env.hsmd.master().ecdh(&p))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(via_client, via_master);
     env.teardown().await;
 }
@@ -72,30 +93,56 @@ async fn channel_clients_get_points_and_a_forbidden_request_closes_only_that_cli
     let env = start().await;
     init(&env).await;
     let peer = NodeId::from_pubkey(&point(9));
-    let channeld = env.hsmd.new_client(peer, 5, Subdaemon::Channeld.permissions()).await.unwrap();
-    let p0 = tokio::time::timeout(T, channeld.get_per_commitment_point(0)).await.unwrap().unwrap();
+    let channeld = env
+        .hsmd
+        .new_client(peer, 5, Subdaemon::Channeld.permissions())
+        .await
+        .unwrap();
+    let p0 = tokio::time::timeout(T, channeld.get_per_commitment_point(0))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(p0.old_commitment_secret.is_none());
 
     // openingd may not do ECDH: a bad request, reported on the status channel.
-    let openingd = env.hsmd.new_client(peer, 6, Subdaemon::Openingd.permissions()).await.unwrap();
+    let openingd = env
+        .hsmd
+        .new_client(peer, 6, Subdaemon::Openingd.permissions())
+        .await
+        .unwrap();
     let mark = env.hsmd.status().mark();
-    let r = tokio::time::timeout(T, openingd.ecdh(&point(3))).await.unwrap();
+    let r = tokio::time::timeout(T, openingd.ecdh(&point(3)))
+        .await
+        .unwrap();
     assert!(matches!(r, Err(ClientError::Closed)), "{r:?}");
     let (_, ev) = tokio::time::timeout(
         T,
-        env.hsmd.status().wait_for(mark, |e| matches!(e, StatusEvent::ClientBadRequest { .. })),
+        env.hsmd
+            .status()
+            .wait_for(mark, |e| matches!(e, StatusEvent::ClientBadRequest { .. })),
     )
     .await
     .unwrap()
     .unwrap();
-    let StatusEvent::ClientBadRequest { node_id, request, .. } = ev else { unreachable!() };
+    let StatusEvent::ClientBadRequest {
+        node_id, request, ..
+    } = ev
+    else {
+        unreachable!()
+    };
     assert_eq!(node_id, peer);
     assert_eq!(request[..2], [0, 1]);
 
     // Everything else keeps working.
-    let p1 = tokio::time::timeout(T, channeld.get_per_commitment_point(1)).await.unwrap().unwrap();
+    let p1 = tokio::time::timeout(T, channeld.get_per_commitment_point(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_ne!(p0.per_commitment_point, p1.per_commitment_point);
-    tokio::time::timeout(T, env.hsmd.master().derive_secret(b"scb secret")).await.unwrap().unwrap();
+    tokio::time::timeout(T, env.hsmd.master().derive_secret(b"scb secret"))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(env.hsmd.exit_status().is_none());
     env.teardown().await;
 }
@@ -105,9 +152,14 @@ async fn a_forbidden_master_request_stops_the_proxy() {
     let env = start().await;
     init(&env).await;
     let req = CheckOutpoint::new(bitcoin::Txid::from_byte_array([1; 32]), 0);
-    let r = tokio::time::timeout(T, env.hsmd.master().call(&req)).await.unwrap();
+    let r = tokio::time::timeout(T, env.hsmd.master().call(&req))
+        .await
+        .unwrap();
     assert!(matches!(r, Err(ClientError::Closed)), "{r:?}");
-    let exit = tokio::time::timeout(T, env.hsmd.wait_exit()).await.unwrap().unwrap();
+    let exit = tokio::time::timeout(T, env.hsmd.wait_exit())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(exit.code(), Some(242));
     assert!(env.hsmd.status().failure().is_some());
     env.teardown().await;

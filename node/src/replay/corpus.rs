@@ -217,15 +217,22 @@ impl Step {
             if enforcing {
                 let rule = self.rule.clone();
                 return match self.expected_outcome {
-                    Some(Outcome::ClientClosed) => {
-                        Ok(Expectation::ClientClosed { bad_request: true, must_name: rule })
-                    }
+                    Some(Outcome::ClientClosed) => Ok(Expectation::ClientClosed {
+                        bad_request: true,
+                        must_name: rule,
+                    }),
                     Some(Outcome::HsmdExited) => Ok(Expectation::Exited { must_name: rule }),
                     Some(Outcome::Reply) => {
                         let hex = self.expected_reply.as_deref().ok_or_else(|| {
-                            StepError("refused step with expected_outcome reply has no expected_reply".into())
+                            StepError(
+                                "refused step with expected_outcome reply has no expected_reply"
+                                    .into(),
+                            )
                         })?;
-                        Ok(Expectation::Reply { bytes: unhex("expected_reply", hex)?, then_exits: false })
+                        Ok(Expectation::Reply {
+                            bytes: unhex("expected_reply", hex)?,
+                            then_exits: false,
+                        })
                     }
                     Some(Outcome::NoReply) => Ok(Expectation::NoReply),
                     None => Err(StepError("refused step without expected_outcome".into())),
@@ -254,7 +261,9 @@ impl Step {
     /// A short label for messages: `client N request_name`.
     pub fn label(&self) -> String {
         let name = self.request_name.clone().unwrap_or_else(|| {
-            self.request.get(..4).map_or("?".into(), |t| format!("type 0x{t}"))
+            self.request
+                .get(..4)
+                .map_or("?".into(), |t| format!("type 0x{t}"))
         });
         format!("client {} {name}", self.client)
     }
@@ -269,9 +278,15 @@ fn recorded(
     match outcome {
         Some(Outcome::Reply) => {
             let hex = reply.ok_or_else(|| StepError("outcome reply without a reply".into()))?;
-            Ok(Expectation::Reply { bytes: unhex("reply", hex)?, then_exits })
+            Ok(Expectation::Reply {
+                bytes: unhex("reply", hex)?,
+                then_exits,
+            })
         }
-        Some(Outcome::ClientClosed) => Ok(Expectation::ClientClosed { bad_request, must_name: None }),
+        Some(Outcome::ClientClosed) => Ok(Expectation::ClientClosed {
+            bad_request,
+            must_name: None,
+        }),
         Some(Outcome::HsmdExited) => Ok(Expectation::Exited { must_name: None }),
         Some(Outcome::NoReply) => Ok(Expectation::NoReply),
         None => Err(StepError("step without an outcome".into())),
@@ -284,7 +299,9 @@ impl Case {
         match (&self.hsm_secret_file, &self.hsm_secret) {
             (Some(f), _) => unhex("hsm_secret_file", f),
             (None, Some(s)) => unhex("hsm_secret", s),
-            (None, None) => Err(StepError("case has neither hsm_secret nor hsm_secret_file".into())),
+            (None, None) => Err(StepError(
+                "case has neither hsm_secret nor hsm_secret_file".into(),
+            )),
         }
     }
 }
@@ -307,25 +324,67 @@ mod tests {
 
     #[test]
     fn recorded_outcomes() {
-        let s = step(r#"{"client":0,"request":"0001","outcome":"reply","reply":"0064","exit_status":null,"bad_request":null}"#);
-        assert_eq!(s.expectation(false).unwrap(), Expectation::Reply { bytes: vec![0, 100], then_exits: false });
-        let s = step(r#"{"client":1,"request":"0001","outcome":"client_closed","reply":null,"bad_request":"\u0018","bad_request_unstable":true}"#);
-        assert_eq!(s.expectation(true).unwrap(), Expectation::ClientClosed { bad_request: true, must_name: None });
-        let s = step(r#"{"client":1,"request":"0012","outcome":"client_closed","bad_request":null}"#);
-        assert_eq!(s.expectation(false).unwrap(), Expectation::ClientClosed { bad_request: false, must_name: None });
+        let s = step(
+            r#"{"client":0,"request":"0001","outcome":"reply","reply":"0064","exit_status":null,"bad_request":null}"#,
+        );
+        assert_eq!(
+            s.expectation(false).unwrap(),
+            Expectation::Reply {
+                bytes: vec![0, 100],
+                then_exits: false
+            }
+        );
+        let s = step(
+            r#"{"client":1,"request":"0001","outcome":"client_closed","reply":null,"bad_request":"\u0018","bad_request_unstable":true}"#,
+        );
+        assert_eq!(
+            s.expectation(true).unwrap(),
+            Expectation::ClientClosed {
+                bad_request: true,
+                must_name: None
+            }
+        );
+        let s =
+            step(r#"{"client":1,"request":"0012","outcome":"client_closed","bad_request":null}"#);
+        assert_eq!(
+            s.expectation(false).unwrap(),
+            Expectation::ClientClosed {
+                bad_request: false,
+                must_name: None
+            }
+        );
     }
 
     #[test]
     fn refused_steps_depend_on_mode() {
-        let s = step(r#"{"client":2,"request":"0013","expected":"refused","rule":"commitment-holder-not-revoked",
-            "expected_outcome":"client_closed","cln_outcome":"reply","cln_reply":"0070"}"#);
+        let s = step(
+            r#"{"client":2,"request":"0013","expected":"refused","rule":"commitment-holder-not-revoked",
+            "expected_outcome":"client_closed","cln_outcome":"reply","cln_reply":"0070"}"#,
+        );
         assert_eq!(
             s.expectation(true).unwrap(),
-            Expectation::ClientClosed { bad_request: true, must_name: Some("commitment-holder-not-revoked".into()) }
+            Expectation::ClientClosed {
+                bad_request: true,
+                must_name: Some("commitment-holder-not-revoked".into())
+            }
         );
-        assert_eq!(s.expectation(false).unwrap(), Expectation::Reply { bytes: vec![0, 0x70], then_exits: false });
-        let s = step(r#"{"client":0,"request":"0026","expected":"refused","rule":"invoice-not-expired",
-            "expected_outcome":"reply","expected_reply":"008a00","cln_outcome":"reply","cln_reply":"008a01"}"#);
-        assert_eq!(s.expectation(true).unwrap(), Expectation::Reply { bytes: vec![0, 0x8a, 0], then_exits: false });
+        assert_eq!(
+            s.expectation(false).unwrap(),
+            Expectation::Reply {
+                bytes: vec![0, 0x70],
+                then_exits: false
+            }
+        );
+        let s = step(
+            r#"{"client":0,"request":"0026","expected":"refused","rule":"invoice-not-expired",
+            "expected_outcome":"reply","expected_reply":"008a00","cln_outcome":"reply","cln_reply":"008a01"}"#,
+        );
+        assert_eq!(
+            s.expectation(true).unwrap(),
+            Expectation::Reply {
+                bytes: vec![0, 0x8a, 0],
+                then_exits: false
+            }
+        );
     }
 }

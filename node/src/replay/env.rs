@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the proxy may take to listen for the signer.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times the proxy is started before a case gives up on it.
+const START_ATTEMPTS: u32 = 3;
 
 /// Variables of our environment that would change how the signer runs; never passed.
 const SIGNER_ENV: &[&str] = &[
@@ -77,14 +79,24 @@ async fn run_tool(mut cmd: tokio::process::Command, what: &str) -> Result<(), St
 /// A port nobody listens on right now (the kernel's pick).
 fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| format!("free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| format!("free port: {e}"))
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("free port: {e}"))
 }
 
 fn log_target(cfg: &ReplayConfig, case: &str, who: &str) -> LogTarget {
     match &cfg.log_dir {
         Some(d) => {
-            let safe: String =
-                case.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            let safe: String = case
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             LogTarget::File(d.join(format!("{safe}.{who}.log")))
         }
         None => LogTarget::Null,
@@ -137,7 +149,11 @@ impl CaseEnv {
         write_file(&import, secret_file)?;
         let data_dir = root.join("signer");
         let mut init = signer_command(cfg);
-        init.arg("--data-dir").arg(&data_dir).arg("init").arg("--import").arg(&import);
+        init.arg("--data-dir")
+            .arg(&data_dir)
+            .arg("init")
+            .arg("--import")
+            .arg(&import);
         if let Some(p) = passphrase {
             let pf = root.join("passphrase");
             write_file(&pf, p.as_bytes())?;
@@ -150,24 +166,46 @@ impl CaseEnv {
         std::fs::create_dir_all(&net_dir).map_err(|e| format!("{}: {e}", net_dir.display()))?;
         let proxy_tls = net_dir.join("vls-tls");
         let mut certs = tokio::process::Command::new(&cfg.proxy);
-        certs.arg("certs").arg("--dir").arg(&proxy_tls).stdin(Stdio::null()).kill_on_drop(true);
+        certs
+            .arg("certs")
+            .arg("--dir")
+            .arg(&proxy_tls)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
         run_tool(certs, "vls-proxy certs").await?;
         let signer_tls = root.join("signer-tls");
-        copy_files(&proxy_tls, &signer_tls, &["ca.pem", "signer.pem", "signer-key.pem"])?;
+        copy_files(
+            &proxy_tls,
+            &signer_tls,
+            &["ca.pem", "signer.pem", "signer-key.pem"],
+        )?;
 
-        let port = free_port()?;
-        let mut hcfg = HsmdConfig::new(&cfg.proxy, &cfg.cln_version, &net_dir)
-            .env("VLS_PORT", port.to_string())
-            .env("VLS_BIND", "127.0.0.1")
-            .env("VLS_TLS_DIR", "vls-tls");
-        for k in PROXY_ENV {
-            if !["VLS_PORT", "VLS_BIND", "VLS_TLS_DIR"].contains(k) {
-                hcfg = hcfg.env_remove(*k);
+        // The port is free when picked, but someone may take it before the proxy binds it:
+        // a proxy that exits during startup is tried again on another port.
+        let mut attempt = 0;
+        let (hsmd, port) = loop {
+            attempt += 1;
+            let port = free_port()?;
+            let mut hcfg = HsmdConfig::new(&cfg.proxy, &cfg.cln_version, &net_dir)
+                .env("VLS_PORT", port.to_string())
+                .env("VLS_BIND", "127.0.0.1")
+                .env("VLS_TLS_DIR", "vls-tls");
+            for k in PROXY_ENV {
+                if !["VLS_PORT", "VLS_BIND", "VLS_TLS_DIR"].contains(k) {
+                    hcfg = hcfg.env_remove(*k);
+                }
             }
-        }
-        hcfg.stderr = log_target(cfg, name, "proxy");
-        let hsmd = Hsmd::spawn(hcfg).await.map_err(|e| e.to_string())?;
-        wait_listening(&hsmd, port).await?;
+            hcfg.stderr = log_target(cfg, name, "proxy");
+            hcfg.kill_with_parent = true;
+            let hsmd = Hsmd::spawn(hcfg).await.map_err(|e| e.to_string())?;
+            match wait_listening(&hsmd, port).await {
+                Ok(()) => break (hsmd, port),
+                Err(Listen::Exited(e)) if attempt < START_ATTEMPTS => {
+                    log::warn!("proxy start failed ({e}); trying another port");
+                }
+                Err(Listen::Exited(e) | Listen::Timeout(e)) => return Err(e),
+            }
+        };
 
         let mut run = signer_command(cfg);
         run.arg("--data-dir")
@@ -181,7 +219,8 @@ impl CaseEnv {
             Some(p) => run.arg("--policy").arg(p),
             None => run.arg("--warn-only"),
         };
-        run.stdout(Stdio::null()).stderr(stdio_for(&log_target(cfg, name, "signer"))?);
+        run.stdout(Stdio::null())
+            .stderr(stdio_for(&log_target(cfg, name, "signer"))?);
         // SAFETY: prctl is async-signal-safe. The signer dies with this process even if it is
         // killed without running destructors (the proxy already does: its fd 3 closes).
         unsafe {
@@ -191,9 +230,14 @@ impl CaseEnv {
             });
         }
         let signer = Process::new(
-            run.spawn().map_err(|e| format!("cannot start {}: {e}", cfg.signer.display()))?,
+            run.spawn()
+                .map_err(|e| format!("cannot start {}: {e}", cfg.signer.display()))?,
         );
-        Ok(CaseEnv { hsmd, signer, _dir: dir })
+        Ok(CaseEnv {
+            hsmd,
+            signer,
+            _dir: dir,
+        })
     }
 
     /// Kills both processes and waits (briefly) until they are gone.
@@ -208,19 +252,35 @@ impl CaseEnv {
     }
 }
 
+/// Why the proxy is not listening.
+enum Listen {
+    /// It exited first.
+    Exited(String),
+    /// It did not listen in time.
+    Timeout(String),
+}
+
 /// Polls until the proxy accepts TCP connections on `port`, or fails if it exits first.
-async fn wait_listening(hsmd: &Hsmd, port: u16) -> Result<(), String> {
+async fn wait_listening(hsmd: &Hsmd, port: u16) -> Result<(), Listen> {
     let start = Instant::now();
     loop {
         if let Some(s) = hsmd.exit_status() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), hsmd.status().wait_end()).await;
             let why = hsmd.status().failure().map(|(_, m)| m).unwrap_or_default();
-            return Err(format!("the proxy exited during startup ({s}): {why}"));
+            return Err(Listen::Exited(format!(
+                "the proxy exited during startup ({s}): {why}"
+            )));
         }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         if start.elapsed() > LISTEN_TIMEOUT {
-            return Err(format!("the proxy did not listen on port {port} within {LISTEN_TIMEOUT:?}"));
+            return Err(Listen::Timeout(format!(
+                "the proxy did not listen on port {port} within {LISTEN_TIMEOUT:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -73,7 +73,11 @@ pub async fn run(cfg: &ReplayConfig, out: &mut impl Write) -> Result<Summary, St
         let fails = run_case(cfg, case).await;
         if cfg.verbose {
             let verdict = if fails.is_empty() { "ok" } else { "FAILED" };
-            eprintln!("{verdict} {} ({} ms)", case.name, started.elapsed().as_millis());
+            eprintln!(
+                "{verdict} {} ({} ms)",
+                case.name,
+                started.elapsed().as_millis()
+            );
         }
         for l in &fails {
             w(out, l).map_err(|e| e.to_string())?;
@@ -84,7 +88,11 @@ pub async fn run(cfg: &ReplayConfig, out: &mut impl Write) -> Result<Summary, St
             summary.failed += 1;
         }
     }
-    w(out, &format!("{} passed, {} failed", summary.passed, summary.failed)).map_err(|e| e.to_string())?;
+    w(
+        out,
+        &format!("{} passed, {} failed", summary.passed, summary.failed),
+    )
+    .map_err(|e| e.to_string())?;
     Ok(summary)
 }
 
@@ -94,7 +102,8 @@ async fn run_case(cfg: &ReplayConfig, case: &corpus::Case) -> Vec<String> {
         Ok(s) => s,
         Err(e) => return vec![format!("{}: {e}", case.name)],
     };
-    let env = match env::CaseEnv::start(cfg, &case.name, &secret, case.passphrase.as_deref()).await {
+    let env = match env::CaseEnv::start(cfg, &case.name, &secret, case.passphrase.as_deref()).await
+    {
         Ok(e) => e,
         Err(e) => return vec![format!("{}: setup failed: {e}", case.name)],
     };

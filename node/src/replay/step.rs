@@ -51,8 +51,14 @@ struct ExitInfo {
 /// What a step showed.
 #[derive(Debug)]
 enum Observed {
-    Reply { bytes: Vec<u8>, fd: Option<std::os::fd::OwnedFd>, exit: Option<ExitInfo> },
-    Closed { bad_request: Option<BadRequest> },
+    Reply {
+        bytes: Vec<u8>,
+        fd: Option<std::os::fd::OwnedFd>,
+        exit: Option<ExitInfo>,
+    },
+    Closed {
+        bad_request: Option<BadRequest>,
+    },
     Exited(ExitInfo),
     NoReply(Duration),
     Failed(String),
@@ -130,9 +136,16 @@ impl ExitInfo {
 impl Observed {
     fn describe(&self) -> String {
         match self {
-            Observed::Reply { bytes, .. } => format!("reply {} {}", msg_name(bytes), short_hex(bytes)),
-            Observed::Closed { bad_request: Some(b) } => {
-                format!("client_closed (bad request {:?})", short_text(&b.description))
+            Observed::Reply { bytes, .. } => {
+                format!("reply {} {}", msg_name(bytes), short_hex(bytes))
+            }
+            Observed::Closed {
+                bad_request: Some(b),
+            } => {
+                format!(
+                    "client_closed (bad request {:?})",
+                    short_text(&b.description)
+                )
             }
             Observed::Closed { bad_request: None } => "client_closed (no bad request)".into(),
             Observed::Exited(e) => format!("hsmd_exited ({})", e.describe()),
@@ -144,17 +157,27 @@ impl Observed {
 
     /// Whether later steps of the case can still be run.
     fn can_go_on(&self) -> bool {
-        matches!(self, Observed::Reply { exit: None, .. } | Observed::Closed { .. })
+        matches!(
+            self,
+            Observed::Reply { exit: None, .. } | Observed::Closed { .. }
+        )
     }
 }
 
 fn describe_expectation(e: &Expectation) -> String {
     match e {
-        Expectation::Reply { bytes, .. } => format!("reply {} {}", msg_name(bytes), short_hex(bytes)),
-        Expectation::ClientClosed { bad_request: true, must_name: Some(r) } => {
+        Expectation::Reply { bytes, .. } => {
+            format!("reply {} {}", msg_name(bytes), short_hex(bytes))
+        }
+        Expectation::ClientClosed {
+            bad_request: true,
+            must_name: Some(r),
+        } => {
             format!("client_closed with a bad request naming {r:?}")
         }
-        Expectation::ClientClosed { bad_request: true, .. } => "client_closed with a bad request".into(),
+        Expectation::ClientClosed {
+            bad_request: true, ..
+        } => "client_closed with a bad request".into(),
         Expectation::ClientClosed { .. } => "client_closed".into(),
         Expectation::Exited { must_name: Some(r) } => format!("hsmd_exited naming {r:?}"),
         Expectation::Exited { .. } => "hsmd_exited".into(),
@@ -163,11 +186,25 @@ fn describe_expectation(e: &Expectation) -> String {
 }
 
 /// Compares what a step showed with what it must show.
-fn judge(exp: &Expectation, obs: &Observed, peer: Option<NodeId>, req: &[u8]) -> Result<(), String> {
+fn judge(
+    exp: &Expectation,
+    obs: &Observed,
+    peer: Option<NodeId>,
+    req: &[u8],
+) -> Result<(), String> {
     match (exp, obs) {
-        (Expectation::Reply { bytes, then_exits }, Observed::Reply { bytes: got, exit, .. }) => {
+        (
+            Expectation::Reply { bytes, then_exits },
+            Observed::Reply {
+                bytes: got, exit, ..
+            },
+        ) => {
             if got != bytes {
-                let at = bytes.iter().zip(got.iter()).position(|(a, b)| a != b).unwrap_or(bytes.len().min(got.len()));
+                let at = bytes
+                    .iter()
+                    .zip(got.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(bytes.len().min(got.len()));
                 return Err(format!(
                     "expected reply {} {}, got {} {} (first difference at byte {at})",
                     msg_name(bytes),
@@ -182,20 +219,36 @@ fn judge(exp: &Expectation, obs: &Observed, peer: Option<NodeId>, req: &[u8]) ->
                 _ => Ok(()),
             }
         }
-        (Expectation::ClientClosed { bad_request, must_name }, Observed::Closed { bad_request: got }) => {
+        (
+            Expectation::ClientClosed {
+                bad_request,
+                must_name,
+            },
+            Observed::Closed { bad_request: got },
+        ) => {
             if !bad_request {
                 return Ok(());
             }
             let Some(b) = got else {
-                return Err("client closed, but no hsmstatus_client_bad_request on the status channel".into());
+                return Err(
+                    "client closed, but no hsmstatus_client_bad_request on the status channel"
+                        .into(),
+                );
             };
             if let Some(p) = peer {
                 if b.node_id != p {
-                    return Err(format!("bad request names node {}, the client is {p}", b.node_id));
+                    return Err(format!(
+                        "bad request names node {}, the client is {p}",
+                        b.node_id
+                    ));
                 }
             }
             if b.request != req {
-                return Err(format!("bad request carries {}, the request was {}", short_hex(&b.request), short_hex(req)));
+                return Err(format!(
+                    "bad request carries {}, the request was {}",
+                    short_hex(&b.request),
+                    short_hex(req)
+                ));
             }
             if let Some(rule) = must_name {
                 if !b.description.contains(rule.as_str()) {
@@ -207,7 +260,11 @@ fn judge(exp: &Expectation, obs: &Observed, peer: Option<NodeId>, req: &[u8]) ->
         }
         (Expectation::Exited { must_name }, Observed::Exited(e)) => e.check(must_name.as_deref()),
         (Expectation::NoReply, Observed::NoReply(_)) => Ok(()),
-        (exp, obs) => Err(format!("expected {}, got {}", describe_expectation(exp), obs.describe())),
+        (exp, obs) => Err(format!(
+            "expected {}, got {}",
+            describe_expectation(exp),
+            obs.describe()
+        )),
     }
 }
 
@@ -225,7 +282,10 @@ pub async fn replay_case(cfg: &ReplayConfig, case: &Case, env: &CaseEnv) -> Vec<
     let mut fails = Vec::new();
     for (i, step) in case.steps.iter().enumerate() {
         let line = |m: String| format!("{} step {i} ({}): {m}", case.name, step.label());
-        let (exp, req) = match step.expectation(enforcing).and_then(|e| Ok((e, step.request_bytes()?))) {
+        let (exp, req) = match step
+            .expectation(enforcing)
+            .and_then(|e| Ok((e, step.request_bytes()?)))
+        {
             Ok(x) => x,
             Err(e) => {
                 fails.push(line(format!("unusable step: {e}")));
@@ -251,11 +311,15 @@ pub async fn replay_case(cfg: &ReplayConfig, case: &Case, env: &CaseEnv) -> Vec<
         if let Observed::Reply { fd: Some(fd), .. } = obs {
             let number = step.new_client.unwrap_or(next_client);
             if number != next_client {
-                fails.push(line(format!("the corpus numbers this client {number}, expected {next_client}")));
+                fails.push(line(format!(
+                    "the corpus numbers this client {number}, expected {next_client}"
+                )));
             }
             next_client = next_client.max(number) + 1;
             let Ok(r) = ClientHsmfd::decode(&req) else {
-                fails.push(line("an fd came for a request that is not hsmd_client_hsmfd".into()));
+                fails.push(line(
+                    "an fd came for a request that is not hsmd_client_hsmfd".into(),
+                ));
                 continue;
             };
             let info = ClientInfo {
@@ -265,7 +329,13 @@ pub async fn replay_case(cfg: &ReplayConfig, case: &Case, env: &CaseEnv) -> Vec<
             };
             match HsmClient::from_fd(fd, info) {
                 Ok(c) => {
-                    clients.insert(number, Slot { client: c, peer: r.id });
+                    clients.insert(
+                        number,
+                        Slot {
+                            client: c,
+                            peer: r.id,
+                        },
+                    );
                 }
                 Err(e) => fails.push(line(format!("passed fd unusable: {e}"))),
             }
@@ -273,12 +343,17 @@ pub async fn replay_case(cfg: &ReplayConfig, case: &Case, env: &CaseEnv) -> Vec<
         if !go_on {
             let left = case.steps.len() - i - 1;
             if left > 0 {
-                if fails.last().is_some_and(|l| l.starts_with(&line(String::new()))) {
+                if fails
+                    .last()
+                    .is_some_and(|l| l.starts_with(&line(String::new())))
+                {
                     if let Some(l) = fails.last_mut() {
                         l.push_str(&format!(" [{left} later steps not run]"));
                     }
                 } else {
-                    fails.push(line(format!("proxy stopped serving; {left} later steps not run")));
+                    fails.push(line(format!(
+                        "proxy stopped serving; {left} later steps not run"
+                    )));
                 }
             }
             break;
@@ -318,12 +393,28 @@ async fn observe(
     match res {
         Err(_) => Observed::NoReply(t),
         Ok(Ok(r)) => {
-            let then_exits = matches!(exp, Expectation::Reply { then_exits: true, .. });
-            let exit = if then_exits { Some(exit_info(cfg, env, mark).await) } else { None };
-            Observed::Reply { bytes: r.msg, fd: r.fd, exit }
+            let then_exits = matches!(
+                exp,
+                Expectation::Reply {
+                    then_exits: true,
+                    ..
+                }
+            );
+            let exit = if then_exits {
+                Some(exit_info(cfg, env, mark).await)
+            } else {
+                None
+            };
+            Observed::Reply {
+                bytes: r.msg,
+                fd: r.fd,
+                exit,
+            }
         }
         // Closed by an earlier step: nothing new to wait for on the status channel.
-        Ok(Err(ClientError::Closed)) if was_closed && !is_master => Observed::Closed { bad_request: None },
+        Ok(Err(ClientError::Closed)) if was_closed && !is_master => {
+            Observed::Closed { bad_request: None }
+        }
         Ok(Err(ClientError::Closed | ClientError::MissingFd)) => {
             classify_close(cfg, env, is_master, mark, exp).await
         }
@@ -341,17 +432,33 @@ async fn classify_close(
 ) -> Observed {
     if !is_master {
         let grace = match exp {
-            Expectation::ClientClosed { bad_request: false, .. } => SHORT_STATUS_GRACE,
+            Expectation::ClientClosed {
+                bad_request: false, ..
+            } => SHORT_STATUS_GRACE,
             _ => STATUS_GRACE,
         };
         let status = env.hsmd.status();
         let wait = status.wait_for(mark, |e| {
-            matches!(e, StatusEvent::ClientBadRequest { .. } | StatusEvent::Fail { .. })
+            matches!(
+                e,
+                StatusEvent::ClientBadRequest { .. } | StatusEvent::Fail { .. }
+            )
         });
         match tokio::time::timeout(grace, wait).await {
-            Ok(Some((_, StatusEvent::ClientBadRequest { node_id, description, request }))) => {
+            Ok(Some((
+                _,
+                StatusEvent::ClientBadRequest {
+                    node_id,
+                    description,
+                    request,
+                },
+            ))) => {
                 return Observed::Closed {
-                    bad_request: Some(BadRequest { node_id, description, request }),
+                    bad_request: Some(BadRequest {
+                        node_id,
+                        description,
+                        request,
+                    }),
                 }
             }
             // A status_fail, or the channel ended: the proxy is going.
@@ -373,9 +480,121 @@ async fn exit_info(cfg: &ReplayConfig, env: &CaseEnv, mark: usize) -> ExitInfo {
         // Everything it wrote before exiting is readable now; the channel ends right after.
         let _ = tokio::time::timeout(STATUS_GRACE, log.wait_end()).await;
     }
-    let fail = log.snapshot().events.into_iter().skip(mark).rev().find_map(|e| match e {
-        StatusEvent::Fail { reason, message } => Some((reason, message)),
-        _ => None,
-    });
+    let fail = log
+        .snapshot()
+        .events
+        .into_iter()
+        .skip(mark)
+        .rev()
+        .find_map(|e| match e {
+            StatusEvent::Fail { reason, message } => Some((reason, message)),
+            _ => None,
+        });
     ExitInfo { status, fail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: i32, fail: Option<&str>) -> ExitInfo {
+        ExitInfo {
+            status: Some(ExitStatus::from_raw(code << 8)),
+            fail: fail.map(|m| (0, m.to_string())),
+        }
+    }
+
+    #[test]
+    fn replies_must_be_identical() {
+        let exp = Expectation::Reply {
+            bytes: vec![0, 100, 1],
+            then_exits: false,
+        };
+        let same = Observed::Reply {
+            bytes: vec![0, 100, 1],
+            fd: None,
+            exit: None,
+        };
+        assert!(judge(&exp, &same, None, &[]).is_ok());
+        let other = Observed::Reply {
+            bytes: vec![0, 100, 2],
+            fd: None,
+            exit: None,
+        };
+        let e = judge(&exp, &other, None, &[]).unwrap_err();
+        assert!(e.contains("first difference at byte 2"), "{e}");
+        let closed = Observed::Closed { bad_request: None };
+        assert!(judge(&exp, &closed, None, &[])
+            .unwrap_err()
+            .starts_with("expected reply"));
+    }
+
+    #[test]
+    fn bad_requests_name_the_client_the_request_and_the_rule() {
+        let peer = NodeId::from_bytes([2; 33]);
+        let req = [0u8, 1, 9];
+        let exp = Expectation::ClientClosed {
+            bad_request: true,
+            must_name: Some("permission".into()),
+        };
+        let obs = |node_id, description: &str, request: &[u8]| Observed::Closed {
+            bad_request: Some(BadRequest {
+                node_id,
+                description: description.into(),
+                request: request.to_vec(),
+            }),
+        };
+        assert!(judge(
+            &exp,
+            &obs(peer, "policy permission: no", &req),
+            Some(peer),
+            &req
+        )
+        .is_ok());
+        let other = NodeId::from_bytes([3; 33]);
+        assert!(judge(&exp, &obs(other, "permission", &req), Some(peer), &req).is_err());
+        assert!(judge(&exp, &obs(peer, "permission", &[0, 1]), Some(peer), &req).is_err());
+        assert!(judge(&exp, &obs(peer, "parse error", &req), Some(peer), &req).is_err());
+        let silent = Observed::Closed { bad_request: None };
+        assert!(judge(&exp, &silent, Some(peer), &req).is_err());
+        let replaced = Expectation::ClientClosed {
+            bad_request: false,
+            must_name: None,
+        };
+        assert!(judge(&replaced, &silent, Some(peer), &req).is_ok());
+    }
+
+    #[test]
+    fn an_exit_needs_status_fail_and_a_non_zero_status() {
+        let exp = Expectation::Exited { must_name: None };
+        assert!(judge(&exp, &Observed::Exited(exit(242, Some("bad"))), None, &[]).is_ok());
+        assert!(judge(&exp, &Observed::Exited(exit(0, Some("bad"))), None, &[]).is_err());
+        assert!(judge(&exp, &Observed::Exited(exit(242, None)), None, &[]).is_err());
+        let killed = ExitInfo {
+            status: Some(ExitStatus::from_raw(9)),
+            fail: Some((3, "x".into())),
+        };
+        assert!(judge(&exp, &Observed::Exited(killed), None, &[]).is_err());
+        let named = Expectation::Exited {
+            must_name: Some("revoke-in-order".into()),
+        };
+        let e = Observed::Exited(exit(242, Some("policy revoke-in-order: no")));
+        assert!(judge(&named, &e, None, &[]).is_ok());
+        let then = Expectation::Reply {
+            bytes: vec![0, 115],
+            then_exits: true,
+        };
+        let r = Observed::Reply {
+            bytes: vec![0, 115],
+            fd: None,
+            exit: Some(exit(242, Some("x"))),
+        };
+        assert!(judge(&then, &r, None, &[]).is_ok());
+        let r = Observed::Reply {
+            bytes: vec![0, 115],
+            fd: None,
+            exit: Some(exit(0, None)),
+        };
+        assert!(judge(&then, &r, None, &[]).is_err());
+    }
 }

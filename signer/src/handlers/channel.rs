@@ -259,12 +259,16 @@ pub(crate) fn revoke_commitment_tx(r: &mut Req<'_>, m: RevokeCommitmentTx) -> Re
     // channeld asks again for the latest revocation after a reconnect: the same secret again
     // reveals nothing new, so that repeat is answered; anything else must be the next one.
     let repeat_of_latest = n.checked_add(1) == Some(state.holder_revoked_below);
-    r.policy.check("revoke-in-order", n == state.holder_revoked_below || repeat_of_latest, || {
-        format!(
-            "holder commitment {n} revoked out of order: the next to revoke is {}",
-            state.holder_revoked_below
-        )
-    })?;
+    r.policy.check(
+        "revoke-in-order",
+        n == state.holder_revoked_below || repeat_of_latest,
+        || {
+            format!(
+                "holder commitment {n} revoked out of order: the next to revoke is {}",
+                state.holder_revoked_below
+            )
+        },
+    )?;
     check_not_signed_for_broadcast(r, &state, n)?;
     state.holder_revoked_below = state.holder_revoked_below.max(n + 1);
     r.put_channel_state(&key, &state)?;

@@ -232,13 +232,16 @@ pub(crate) fn sign_commitment_tx(r: &mut Req<'_>, m: SignCommitmentTx) -> Result
             )
         },
     )?;
-    let commitment = secrets.per_commitment_point(n).ok().map(|point| Commitment {
-        owner: Owner::Holder,
-        number: n,
-        point,
-        tx: &m.tx,
-        terms: None,
-    });
+    let commitment = secrets
+        .per_commitment_point(n)
+        .ok()
+        .map(|point| Commitment {
+            owner: Owner::Holder,
+            number: n,
+            point,
+            tx: &m.tx,
+            terms: None,
+        });
     policy_channel::check_channel_commitment(r, &key, &state, commitment)?;
     state.holder_signed_from = Some(state.holder_signed_from.map_or(n, |s| s.min(n)));
     r.put_channel_state(&key, &state)?;

@@ -156,8 +156,8 @@ mod tests {
     use crate::store::Store;
     use crate::Signer;
     use bitcoin::absolute::LockTime;
-    use bitcoin::psbt::Psbt;
     use bitcoin::hashes::Hash;
+    use bitcoin::psbt::Psbt;
     use bitcoin::{transaction, Amount, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
     use protocol::types::{CloseInfo, NodeId};
 
