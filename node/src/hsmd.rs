@@ -35,7 +35,8 @@ pub enum LogTarget {
 }
 
 impl LogTarget {
-    fn stdio(&self) -> std::io::Result<Stdio> {
+    /// Opens the target for a child's stdout or stderr.
+    pub fn stdio(&self) -> std::io::Result<Stdio> {
         Ok(match self {
             LogTarget::Inherit => Stdio::inherit(),
             LogTarget::Null => Stdio::null(),

@@ -226,6 +226,10 @@ mod tests {
             Err(PolicyError::UnknownRule(_))
         ));
         assert!(Policy::from_toml("bogus = 1").is_err());
+        assert!(matches!(
+            Policy::from_toml("[limits]\nallowlist = [\"not an address\"]\n"),
+            Err(PolicyError::Allowlist(_))
+        ));
         let back = Policy::from_toml(&p.to_toml()).unwrap();
         assert_eq!(back.mode("revoke-in-order"), Mode::Enforce);
     }

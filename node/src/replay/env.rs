@@ -103,20 +103,6 @@ fn log_target(cfg: &ReplayConfig, case: &str, who: &str) -> LogTarget {
     }
 }
 
-fn stdio_for(t: &LogTarget) -> Result<Stdio, String> {
-    Ok(match t {
-        LogTarget::Inherit => Stdio::inherit(),
-        LogTarget::Null => Stdio::null(),
-        LogTarget::File(p) => Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("{}: {e}", p.display()))?,
-        ),
-    })
-}
-
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }

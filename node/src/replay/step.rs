@@ -27,7 +27,7 @@ use std::time::Duration;
 /// How long a status message may lag behind the EOF it explains.
 const STATUS_GRACE: Duration = Duration::from_secs(2);
 /// The same when no status message is expected (a replaced client).
-const SHORT_STATUS_GRACE: Duration = Duration::from_millis(300);
+const SHORT_STATUS_GRACE: Duration = Duration::from_millis(100);
 /// How long a request may still complete after the signer exited.
 const SIGNER_EXIT_GRACE: Duration = Duration::from_secs(1);
 

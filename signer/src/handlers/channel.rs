@@ -8,7 +8,7 @@
 //! | rule | refuses |
 //! |---|---|
 //! | `channel-known` | any request for a forgotten channel; commitment work on a channel never set up |
-//! | `commitment-number-monotonic` | validating a holder commitment older than one already validated |
+//! | `commitment-number-monotonic` | validating a holder commitment older than one already validated, or skipping one |
 //! | `revoke-superseded-only` | revealing the secret of holder commitment `n` before `n + 1` was validated |
 //! | `revoke-in-order` | revoking out of order or twice (ours and the peer's) |
 //! | `commitment-holder-not-revoked` | revoking a holder commitment that was signed for broadcast |
@@ -207,11 +207,11 @@ pub(crate) fn validate_commitment_tx(r: &mut Req<'_>, m: ValidateCommitmentTx) -
     r.policy.check(
         "commitment-number-monotonic",
         n <= MAX_COMMITMENT_NUMBER
-            && state.holder_validated.is_none_or(|v| n >= v)
+            && state.holder_validated.is_none_or(|v| n >= v && n - v <= 1)
             && n >= state.holder_revoked_below,
         || {
             format!(
-                "holder commitment {n} is older than the latest validated ({:?}) or revoked (below {})",
+                "holder commitment {n} does not follow the latest validated ({:?}) or is revoked (below {})",
                 state.holder_validated, state.holder_revoked_below
             )
         },

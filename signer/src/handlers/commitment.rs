@@ -136,7 +136,7 @@ pub(crate) fn sign_remote_commitment_tx(
     r.policy.check(
         "commitment-number-monotonic",
         n <= MAX_COMMITMENT_NUMBER
-            && state.counterparty_signed.is_none_or(|s| n >= s)
+            && state.counterparty_signed.is_none_or(|s| n >= s && n - s <= 1)
             && known_point.is_none_or(|p| *p == point),
         || match known_point {
             Some(p) if *p != point => format!(
@@ -145,7 +145,7 @@ pub(crate) fn sign_remote_commitment_tx(
                 m.remote_per_commit
             ),
             _ => format!(
-                "counterparty commitment {n} is older than the latest signed ({:?})",
+                "counterparty commitment {n} does not follow the latest signed ({:?})",
                 state.counterparty_signed
             ),
         },
@@ -172,6 +172,7 @@ pub(crate) fn sign_remote_commitment_tx(
         terms: Some((&m.htlcs, m.feerate)),
     };
     let balance = policy_channel::check_channel_commitment(r, &key, &state, Some(commitment))?;
+    super::payments::check_outgoing_htlcs(r, &key, &m.htlcs)?;
     if n <= MAX_COMMITMENT_NUMBER {
         if let Some(b) = balance {
             policy_channel::record_balance(&mut state.counterparty_balances, n, b);

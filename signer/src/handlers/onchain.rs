@@ -118,6 +118,18 @@ pub(crate) fn sign_any_local_htlc_tx(r: &mut Req<'_>, m: SignAnyLocalHtlcTx) -> 
         .map_err(|_| SignerError::BadRequest("Failed deriving htlc privkey".into()))?;
     check_single_input(tx)?;
     let amount = input_amount(&m.tx.psbt, 0)?;
+    // Our HTLC transaction spends our own commitment: never one that was revoked.
+    let state = r.channel_state(&channel)?;
+    r.policy.check(
+        "commitment-holder-not-revoked",
+        m.commit_num >= state.holder_revoked_below,
+        || {
+            format!(
+                "HTLC transaction of holder commitment {} which is revoked (below {})",
+                m.commit_num, state.holder_revoked_below
+            )
+        },
+    )?;
     check_sweep(r, &channel, &m.tx, Some(m.commit_num))?;
     sign(
         tx,

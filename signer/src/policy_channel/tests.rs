@@ -906,7 +906,7 @@ fn value_left_out_of_the_outputs_is_capped() {
         c.build(Owner::Counterparty, 1, &Model::opening())
             .burn(c, Owner::Counterparty, 1, 60_001)
     };
-    let b = burn.clone();
+    let b = burn;
     refused(
         BALANCE,
         Policy::enforcing(),
