@@ -16,19 +16,35 @@ use signer::{ClientContext, Policy, Signer, Store};
 use std::time::Instant;
 
 fn corpus() -> Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/conformance/cln-hsmd-golden.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/conformance/cln-hsmd-golden.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 /// The first request of `name` in case `case`, and the case's secret and init request.
 fn from_case(c: &Value, case: &str, name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>) {
-    let case = c["cases"].as_array().unwrap().iter().find(|x| x["name"] == case).unwrap();
+    let case = c["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == case)
+        .unwrap();
     let steps = case["steps"].as_array().unwrap();
     let secret = hex::decode(case["hsm_secret"].as_str().unwrap()).unwrap();
     let init = hex::decode(steps[0]["request"].as_str().unwrap()).unwrap();
     let step = steps.iter().find(|s| s["request_name"] == name).unwrap();
-    let client = steps.iter().find(|s| s["request_name"] == "hsmd_client_hsmfd").map(|s| hex::decode(s["request"].as_str().unwrap()).unwrap());
-    (secret, init, hex::decode(step["request"].as_str().unwrap()).unwrap(), client)
+    let client = steps
+        .iter()
+        .find(|s| s["request_name"] == "hsmd_client_hsmfd")
+        .map(|s| hex::decode(s["request"].as_str().unwrap()).unwrap());
+    (
+        secret,
+        init,
+        hex::decode(step["request"].as_str().unwrap()).unwrap(),
+        client,
+    )
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -56,7 +72,11 @@ fn measure(op: &str, store: &str, n: usize, mut f: impl FnMut(usize)) {
 }
 
 fn signer(secret: &[u8], init: &[u8], durable: bool, dir: &std::path::Path) -> Signer {
-    let store = if durable { Store::open(&dir.join("state.redb")).unwrap() } else { Store::temporary().unwrap() };
+    let store = if durable {
+        Store::open(&dir.join("state.redb")).unwrap()
+    } else {
+        Store::temporary().unwrap()
+    };
     let s = Signer::new(secret.to_vec(), store, Policy::warn_only());
     s.handle(&ClientContext::master(), None, init).unwrap();
     s
@@ -75,8 +95,20 @@ fn with_htlcs(req: &[u8], n: usize) -> Vec<u8> {
     tx.output.truncate(2);
     for i in 0..n {
         let hash = sha256::Hash::hash(&[i as u8]);
-        m.htlcs.push(HsmHtlc { side: if i % 2 == 0 { Side::Local } else { Side::Remote }, amount: AmountMsat::from_msat(1_000_000), payment_hash: hash, cltv_expiry: 500 + i as u32 });
-        tx.output.push(TxOut { value: Amount::from_sat(1000), script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::hash(&[i as u8])) });
+        m.htlcs.push(HsmHtlc {
+            side: if i % 2 == 0 {
+                Side::Local
+            } else {
+                Side::Remote
+            },
+            amount: AmountMsat::from_msat(1_000_000),
+            payment_hash: hash,
+            cltv_expiry: 500 + i as u32,
+        });
+        tx.output.push(TxOut {
+            value: Amount::from_sat(1000),
+            script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::hash(&[i as u8])),
+        });
     }
     let mut psbt = Psbt::from_unsigned_tx(tx.clone()).unwrap();
     psbt.inputs[0] = m.tx.psbt.inputs[0].clone();
@@ -95,12 +127,37 @@ fn withdrawal(s: &Signer, n: usize) -> Vec<u8> {
         let pk = PublicKey::from_secret_key(SECP256K1, &keys.wallet_key(i as u32).unwrap());
         let spk = ScriptBuf::new_p2wpkh(&bitcoin::CompressedPublicKey(pk).wpubkey_hash());
         let txid = Txid::from_byte_array(sha256::Hash::hash(&[i as u8, 7]).to_byte_array());
-        inputs.push(TxIn { previous_output: OutPoint::new(txid, 0), script_sig: ScriptBuf::new(), sequence: Sequence::ENABLE_RBF_NO_LOCKTIME, witness: Witness::new() });
-        spent.push(TxOut { value: Amount::from_sat(100_000), script_pubkey: spk.clone() });
-        utxos.push(HsmUtxo { txid, vout: 0, amount: Amount::from_sat(100_000), keyindex: i as u32, legacy_is_p2sh: false, script_pubkey: spk, close_info: None, legacy_is_in_coinbase: false });
+        inputs.push(TxIn {
+            previous_output: OutPoint::new(txid, 0),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        });
+        spent.push(TxOut {
+            value: Amount::from_sat(100_000),
+            script_pubkey: spk.clone(),
+        });
+        utxos.push(HsmUtxo {
+            txid,
+            vout: 0,
+            amount: Amount::from_sat(100_000),
+            keyindex: i as u32,
+            legacy_is_p2sh: false,
+            script_pubkey: spk,
+            close_info: None,
+            legacy_is_in_coinbase: false,
+        });
     }
-    let out = TxOut { value: Amount::from_sat(100_000 * n as u64 - 1000), script_pubkey: spent[0].script_pubkey.clone() };
-    let tx = Transaction { version: bitcoin::transaction::Version::TWO, lock_time: bitcoin::absolute::LockTime::ZERO, input: inputs, output: vec![out] };
+    let out = TxOut {
+        value: Amount::from_sat(100_000 * n as u64 - 1000),
+        script_pubkey: spent[0].script_pubkey.clone(),
+    };
+    let tx = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: inputs,
+        output: vec![out],
+    };
     let mut psbt = Psbt::from_unsigned_tx(tx).unwrap();
     for (i, o) in spent.into_iter().enumerate() {
         psbt.inputs[i].witness_utxo = Some(o);
@@ -137,18 +194,39 @@ fn main() {
         drop(s);
 
         let dir = tempfile::tempdir().unwrap();
-        let (secret, init, remote, hsmfd) = from_case(&c, "channel_static_remotekey_we_open", "hsmd_sign_remote_commitment_tx");
+        let (secret, init, remote, hsmfd) = from_case(
+            &c,
+            "channel_static_remotekey_we_open",
+            "hsmd_sign_remote_commitment_tx",
+        );
         let s = signer(&secret, &init, durable, dir.path());
         let hsmfd = hsmfd.unwrap();
         s.handle(&master, None, &hsmfd).unwrap();
         let ctx = client_ctx(&hsmfd);
         let setup_steps: Vec<Vec<u8>> = {
-            let case = c["cases"].as_array().unwrap().iter().find(|x| x["name"] == "channel_static_remotekey_we_open").unwrap();
-            case["steps"].as_array().unwrap().iter().take_while(|st| st["request_name"] != "hsmd_sign_remote_commitment_tx").map(|st| hex::decode(st["request"].as_str().unwrap()).unwrap()).collect()
+            let case = c["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["name"] == "channel_static_remotekey_we_open")
+                .unwrap();
+            case["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .take_while(|st| st["request_name"] != "hsmd_sign_remote_commitment_tx")
+                .map(|st| hex::decode(st["request"].as_str().unwrap()).unwrap())
+                .collect()
         };
         for (i, st) in setup_steps.iter().enumerate().skip(1) {
-            let who = if ClientHsmfd::decode(st).is_ok() || i < 2 { &master } else { &ctx };
-            let _ = s.handle(who, None, st).or_else(|_| s.handle(&master, None, st));
+            let who = if ClientHsmfd::decode(st).is_ok() || i < 2 {
+                &master
+            } else {
+                &ctx
+            };
+            let _ = s
+                .handle(who, None, st)
+                .or_else(|_| s.handle(&master, None, st));
         }
         let point = GetPerCommitmentPoint::new(1).encode().unwrap();
         measure("get_per_commitment_point", store, n, |_| {

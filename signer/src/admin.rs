@@ -55,7 +55,11 @@ pub struct AdminReply {
 }
 
 fn failure(e: impl ToString) -> AdminReply {
-    AdminReply { ok: false, approvals: vec![], error: Some(e.to_string()) }
+    AdminReply {
+        ok: false,
+        approvals: vec![],
+        error: Some(e.to_string()),
+    }
 }
 
 /// Carries out one request.
@@ -63,18 +67,29 @@ pub fn execute(signer: &Signer, req: AdminRequest) -> AdminReply {
     let (hash, approve) = match req {
         AdminRequest::List => {
             return match Approvals::list(signer.store()) {
-                Ok(approvals) => AdminReply { ok: true, approvals, error: None },
+                Ok(approvals) => AdminReply {
+                    ok: true,
+                    approvals,
+                    error: None,
+                },
                 Err(e) => failure(e),
             }
         }
         AdminRequest::Approve { payment_hash } => (payment_hash, true),
         AdminRequest::Deny { payment_hash } => (payment_hash, false),
     };
-    let Some(h) = hex::decode(&hash).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
+    let Some(h) = hex::decode(&hash)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+    else {
         return failure(format!("`{hash}` is not a 32-byte payment hash in hex"));
     };
     match signer.approvals().decide(signer.store(), &h, approve) {
-        Ok(Some(a)) => AdminReply { ok: true, approvals: vec![a], error: None },
+        Ok(Some(a)) => AdminReply {
+            ok: true,
+            approvals: vec![a],
+            error: None,
+        },
         Ok(None) => failure(format!("no payment {hash} waits for a decision")),
         Err(e) => failure(e),
     }
@@ -93,7 +108,9 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 /// Serves the socket until the process ends.
 pub async fn serve(listener: UnixListener, signer: Arc<Signer>) {
     loop {
-        let Ok((sock, _)) = listener.accept().await else { continue };
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
         let signer = signer.clone();
         tokio::spawn(async move {
             let (rd, mut wr) = sock.into_split();
@@ -131,17 +148,22 @@ impl TakeLimit for tokio::net::unix::OwnedReadHalf {
 /// Sends one request to the daemon's socket at `path`.
 pub async fn request(path: &Path, req: &AdminRequest) -> io::Result<AdminReply> {
     let sock = UnixStream::connect(path).await.map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot reach the signer at {}: {e} (is `signer run` running?)", path.display()))
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot reach the signer at {}: {e} (is `signer run` running?)",
+                path.display()
+            ),
+        )
     })?;
     let (rd, mut wr) = sock.into_split();
     let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
     line.push(b'\n');
     wr.write_all(&line).await?;
     let mut lines = BufReader::new(rd).lines();
-    let reply = lines
-        .next_line()
-        .await?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the signer closed the socket"))?;
+    let reply = lines.next_line().await?.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "the signer closed the socket")
+    })?;
     serde_json::from_str(&reply).map_err(io::Error::other)
 }
 
@@ -151,24 +173,54 @@ mod tests {
 
     #[test]
     fn requests_have_a_stable_json_form() {
-        let r: AdminRequest = serde_json::from_str(r#"{"cmd":"approve","payment_hash":"ab"}"#).unwrap();
-        assert_eq!(r, AdminRequest::Approve { payment_hash: "ab".into() });
-        assert_eq!(serde_json::to_string(&AdminRequest::List).unwrap(), r#"{"cmd":"list"}"#);
+        let r: AdminRequest =
+            serde_json::from_str(r#"{"cmd":"approve","payment_hash":"ab"}"#).unwrap();
+        assert_eq!(
+            r,
+            AdminRequest::Approve {
+                payment_hash: "ab".into()
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&AdminRequest::List).unwrap(),
+            r#"{"cmd":"list"}"#
+        );
     }
 
     #[tokio::test]
     async fn socket_is_private_and_answers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(ADMIN_SOCKET);
-        let signer = Arc::new(Signer::new(vec![1; 32], crate::Store::temporary().unwrap(), crate::Policy::enforcing()));
+        let signer = Arc::new(Signer::new(
+            vec![1; 32],
+            crate::Store::temporary().unwrap(),
+            crate::Policy::enforcing(),
+        ));
         let l = bind(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         tokio::spawn(serve(l, signer));
         let r = request(&path, &AdminRequest::List).await.unwrap();
         assert!(r.ok && r.approvals.is_empty());
-        let r = request(&path, &AdminRequest::Approve { payment_hash: "00".repeat(32) }).await.unwrap();
+        let r = request(
+            &path,
+            &AdminRequest::Approve {
+                payment_hash: "00".repeat(32),
+            },
+        )
+        .await
+        .unwrap();
         assert!(!r.ok && r.error.unwrap().contains("no payment"));
-        let r = request(&path, &AdminRequest::Deny { payment_hash: "zz".into() }).await.unwrap();
+        let r = request(
+            &path,
+            &AdminRequest::Deny {
+                payment_hash: "zz".into(),
+            },
+        )
+        .await
+        .unwrap();
         assert!(!r.ok);
     }
 }

@@ -49,7 +49,9 @@ pub struct Approvals {
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Approvals {
@@ -63,11 +65,19 @@ impl Approvals {
     ///
     /// Runs outside any request transaction: the queue entry is committed at once so the
     /// operator can see it.
-    pub fn ask(&self, store: &Store, hash: &[u8; 32], a: Approval, timeout: Duration) -> Result<Decision> {
+    pub fn ask(
+        &self,
+        store: &Store,
+        hash: &[u8; 32],
+        a: Approval,
+        timeout: Duration,
+    ) -> Result<Decision> {
         {
             let mut t = store.begin()?;
             match t.record::<Approval>(Records::Approvals, hash)? {
-                Some(existing) if existing.decision != Decision::Pending => return Ok(existing.decision),
+                Some(existing) if existing.decision != Decision::Pending => {
+                    return Ok(existing.decision)
+                }
                 Some(_) => {}
                 None => {
                     log::warn!(
@@ -95,20 +105,39 @@ impl Approvals {
             }
             // Wake at least every second, in case a decision came from another process.
             let wait = left.min(Duration::from_secs(1));
-            guard = self.decided.wait_timeout(guard, wait).unwrap_or_else(|p| p.into_inner()).0;
+            guard = self
+                .decided
+                .wait_timeout(guard, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
     /// Records the operator's decision on `hash` and wakes whoever waits for it. Returns the
     /// updated entry, or `None` if no payment with this hash was ever queued.
-    pub fn decide(&self, store: &Store, hash: &[u8; 32], approve: bool) -> Result<Option<Approval>> {
+    pub fn decide(
+        &self,
+        store: &Store,
+        hash: &[u8; 32],
+        approve: bool,
+    ) -> Result<Option<Approval>> {
         let mut t = store.begin()?;
-        let Some(mut a) = t.record::<Approval>(Records::Approvals, hash)? else { return Ok(None) };
-        a.decision = if approve { Decision::Approved } else { Decision::Denied };
+        let Some(mut a) = t.record::<Approval>(Records::Approvals, hash)? else {
+            return Ok(None);
+        };
+        a.decision = if approve {
+            Decision::Approved
+        } else {
+            Decision::Denied
+        };
         a.decided_at = Some(now());
         t.put_record(Records::Approvals, hash, &a)?;
         t.commit()?;
-        log::info!("operator {} payment {}", if approve { "approved" } else { "denied" }, a.payment_hash);
+        log::info!(
+            "operator {} payment {}",
+            if approve { "approved" } else { "denied" },
+            a.payment_hash
+        );
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.decided.notify_all();
         Ok(Some(a))
@@ -116,8 +145,11 @@ impl Approvals {
 
     /// Every queued payment, newest first.
     pub fn list(store: &Store) -> Result<Vec<Approval>> {
-        let mut v: Vec<Approval> =
-            store.records::<Approval>(Records::Approvals)?.into_iter().map(|(_, a)| a).collect();
+        let mut v: Vec<Approval> = store
+            .records::<Approval>(Records::Approvals)?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
         v.sort_by_key(|a| std::cmp::Reverse(a.requested_at));
         Ok(v)
     }

@@ -7,10 +7,13 @@
 //! most 49 secrets are kept, and every secret received so far can be derived from them.
 
 use crate::keys::channel::{shachain_from_seed, MAX_COMMITMENT_NUMBER};
-use bitcoin::opcodes::all::OP_CHECKMULTISIG;
+use bitcoin::opcodes::all::{
+    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_IF,
+};
 use bitcoin::script::Builder;
 use bitcoin::ScriptBuf;
-use secp256k1::PublicKey;
+use secp256k1::{PublicKey, Scalar, SECP256K1};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// The funding output's witness script: `2 <key1> <key2> 2 OP_CHECKMULTISIG`, the two funding
@@ -105,6 +108,45 @@ pub fn counterparty_secret(known: &BTreeMap<u64, Vec<u8>>, n: u64) -> Option<[u8
         }
         derive_from(&base, shachain_index(base_n), target)
     })
+}
+
+/// BOLT 3 `revocationpubkey`: `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)` for revocation basepoint
+/// `R` and per-commitment point `P`.
+pub(crate) fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicKey> {
+    let factor = |a: &PublicKey, b: &PublicKey| {
+        let hash: [u8; 32] = Sha256::new()
+            .chain_update(a.serialize())
+            .chain_update(b.serialize())
+            .finalize()
+            .into();
+        Scalar::from_be_bytes(hash).ok()
+    };
+    let from_base = basepoint
+        .mul_tweak(SECP256K1, &factor(basepoint, point)?)
+        .ok()?;
+    let from_point = point
+        .mul_tweak(SECP256K1, &factor(point, basepoint)?)
+        .ok()?;
+    from_base.combine(&from_point).ok()
+}
+
+/// BOLT 3 `to_local` witness script.
+pub(crate) fn to_local_script(
+    revocation: &PublicKey,
+    to_self_delay: u16,
+    delayed: &PublicKey,
+) -> ScriptBuf {
+    Builder::new()
+        .push_opcode(OP_IF)
+        .push_slice(revocation.serialize())
+        .push_opcode(OP_ELSE)
+        .push_int(i64::from(to_self_delay))
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_DROP)
+        .push_slice(delayed.serialize())
+        .push_opcode(OP_ENDIF)
+        .push_opcode(OP_CHECKSIG)
+        .into_script()
 }
 
 #[cfg(test)]

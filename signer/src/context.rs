@@ -32,12 +32,20 @@ impl ClientContext {
 
     /// A client handed out by `hsmd_client_hsmfd`.
     pub fn client(peer_id: NodeId, dbid: u64, permissions: Permissions) -> Self {
-        ClientContext { peer_id, dbid, permissions, is_master: false }
+        ClientContext {
+            peer_id,
+            dbid,
+            permissions,
+            is_master: false,
+        }
     }
 
     /// The key of this client's channel in the state store (peer id, then dbid).
     pub fn channel_key(&self) -> ChannelKey {
-        ChannelKey { peer_id: self.peer_id, dbid: self.dbid }
+        ChannelKey {
+            peer_id: self.peer_id,
+            dbid: self.dbid,
+        }
     }
 }
 

@@ -203,7 +203,10 @@ pub async fn run(
         Ok(l) => {
             tokio::spawn(crate::admin::serve(l, signer.clone()));
         }
-        Err(e) => log::warn!("admin socket {}: {e}; `signer approvals` will not work", admin_path.display()),
+        Err(e) => log::warn!(
+            "admin socket {}: {e}; `signer approvals` will not work",
+            admin_path.display()
+        ),
     }
     let mut lanes = Lanes::new(signer, config.lane_idle_timeout);
     let mut backoff = Backoff::new(config.reconnect);

@@ -87,7 +87,10 @@ impl Signer {
 
     /// The session established by the last `hsmd_init`, if any.
     pub fn session(&self) -> Option<Arc<Session>> {
-        self.session.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.session
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Answers `request` (type + body) from `client`.
@@ -127,9 +130,9 @@ impl Signer {
         // Permission passed and the session exists for every other type.
         let session = session.ok_or_else(|| SignerError::malformed("not initialized"))?;
 
-        let cache = request_id.filter(|_| changes_state(t)).map(|id| {
-            (id, sha256::Hash::hash(request).to_byte_array())
-        });
+        let cache = request_id
+            .filter(|_| changes_state(t))
+            .map(|id| (id, sha256::Hash::hash(request).to_byte_array()));
         let mut req = Req {
             session: &session,
             client,
@@ -147,7 +150,8 @@ impl Signer {
         }
         let reply = encode(handlers::dispatch(&mut req, msg)?)?;
         if let Some((id, hash)) = &cache {
-            req.txn()?.put_reply(&client.channel_key(), *id, hash, &reply)?;
+            req.txn()?
+                .put_reply(&client.channel_key(), *id, hash, &reply)?;
         }
         if let Some(txn) = req.txn.take() {
             txn.commit()?;
@@ -179,14 +183,23 @@ impl Signer {
             m.bip32_key_version.pubkey_version,
             m.bip32_key_version.privkey_version,
         )
-        .map_err(|e| SignerError::Fatal { reason: FAIL_INTERNAL_ERROR, message: e.to_string() })?;
-        let passphrase = m.tlvs.hsm_passphrase.as_ref().map(|p| p.as_bytes().to_vec());
+        .map_err(|e| SignerError::Fatal {
+            reason: FAIL_INTERNAL_ERROR,
+            message: e.to_string(),
+        })?;
+        let passphrase = m
+            .tlvs
+            .hsm_passphrase
+            .as_ref()
+            .map(|p| p.as_bytes().to_vec());
         let secret = match HsmSecret::from_file_bytes(&self.secret_file, passphrase.as_deref()) {
             Ok(s) => s,
             Err(e) => return Ok(init_failure(&e).into()),
         };
-        let keys = KeyManager::new(&secret, bip32v)
-            .map_err(|e| SignerError::Fatal { reason: FAIL_INTERNAL_ERROR, message: e.to_string() })?;
+        let keys = KeyManager::new(&secret, bip32v).map_err(|e| SignerError::Fatal {
+            reason: FAIL_INTERNAL_ERROR,
+            message: e.to_string(),
+        })?;
         let tlvs = InitReplyV4Tlvs {
             hsm_secret_type: Some(keys.secret_kind().wire_code()),
             bip86_base: keys.bip86_base_xpub(),
@@ -200,9 +213,15 @@ impl Signer {
             keys.bolt12_base_pubkey(),
             tlvs,
         );
-        log::info!("initialized: node id {}, protocol version {version}", keys.node_id());
-        *self.session.write().unwrap_or_else(|p| p.into_inner()) =
-            Some(Arc::new(Session { keys, version, bip32: m.bip32_key_version }));
+        log::info!(
+            "initialized: node id {}, protocol version {version}",
+            keys.node_id()
+        );
+        *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Session {
+            keys,
+            version,
+            bip32: m.bip32_key_version,
+        }));
         Ok(reply.into())
     }
 }
@@ -223,7 +242,8 @@ fn permission_error(t: i32) -> SignerError {
 }
 
 fn encode(m: Message) -> Result<Vec<u8>> {
-    m.encode().map_err(|e| SignerError::BadRequest(format!("reply cannot be encoded: {e}")))
+    m.encode()
+        .map_err(|e| SignerError::BadRequest(format!("reply cannot be encoded: {e}")))
 }
 
 /// Whether a request type may change the signer's state (and so runs in a write transaction
@@ -273,7 +293,14 @@ impl<'a> Req<'a> {
         store: &'a Store,
         approvals: &'a Approvals,
     ) -> Req<'a> {
-        Req { session, client, policy, store, approvals, txn: None }
+        Req {
+            session,
+            client,
+            policy,
+            store,
+            approvals,
+            txn: None,
+        }
     }
 
     /// Commits what a [`Req::for_test`] request wrote.

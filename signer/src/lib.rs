@@ -16,10 +16,10 @@
 //! - [`daemon`]: the `signer run` daemon that dials the proxy and answers its requests;
 //! - [`config`]: the `signer` command line and configuration file.
 
-pub mod bolt3;
-pub mod config;
 pub mod admin;
 pub mod approvals;
+pub mod bolt3;
+pub mod config;
 pub mod context;
 pub mod daemon;
 pub mod error;
@@ -38,6 +38,6 @@ pub mod store;
 
 pub use context::{ChannelKey, ClientContext};
 pub use error::SignerError;
-pub use handler::{Signer, Session};
+pub use handler::{Session, Signer};
 pub use policy::Policy;
 pub use store::Store;

@@ -67,12 +67,12 @@ fn dispatch(cli: &Cli) -> Result<()> {
 fn approvals(settings: &Settings, cmd: &ApprovalsCommand) -> Result<()> {
     let req = match cmd {
         ApprovalsCommand::List => AdminRequest::List,
-        ApprovalsCommand::Approve { payment_hash } => {
-            AdminRequest::Approve { payment_hash: payment_hash.clone() }
-        }
-        ApprovalsCommand::Deny { payment_hash } => {
-            AdminRequest::Deny { payment_hash: payment_hash.clone() }
-        }
+        ApprovalsCommand::Approve { payment_hash } => AdminRequest::Approve {
+            payment_hash: payment_hash.clone(),
+        },
+        ApprovalsCommand::Deny { payment_hash } => AdminRequest::Deny {
+            payment_hash: payment_hash.clone(),
+        },
     };
     let path = settings.data_dir.join(ADMIN_SOCKET);
     let reply = tokio::runtime::Runtime::new()?.block_on(signer::admin::request(&path, &req))?;

@@ -156,7 +156,10 @@ impl Policy {
     }
 
     fn all(mode: Mode) -> Policy {
-        Policy { modes: RULES.iter().map(|(n, _)| (*n, mode)).collect(), limits: Limits::default() }
+        Policy {
+            modes: RULES.iter().map(|(n, _)| (*n, mode)).collect(),
+            limits: Limits::default(),
+        }
     }
 
     /// The policy of a TOML file (see the module docs); rules not named take `default`
@@ -183,7 +186,12 @@ impl Policy {
 
     /// Checks `rule`: `ok` passes; otherwise in enforce mode it is a [`SignerError::Policy`]
     /// naming the rule, and in warn mode a log line.
-    pub fn check(&self, rule: &'static str, ok: bool, detail: impl FnOnce() -> String) -> Result<()> {
+    pub fn check(
+        &self,
+        rule: &'static str,
+        ok: bool,
+        detail: impl FnOnce() -> String,
+    ) -> Result<()> {
         if ok {
             return Ok(());
         }
@@ -218,7 +226,8 @@ mod tests {
 
     #[test]
     fn file_modes_and_unknown_rules() {
-        let p = Policy::from_toml("default = \"warn\"\n[rules]\nrevoke-in-order = \"enforce\"\n").unwrap();
+        let p = Policy::from_toml("default = \"warn\"\n[rules]\nrevoke-in-order = \"enforce\"\n")
+            .unwrap();
         assert_eq!(p.mode("revoke-in-order"), Mode::Enforce);
         assert_eq!(p.mode("commitment-holder-not-revoked"), Mode::Warn);
         assert!(matches!(
@@ -236,8 +245,12 @@ mod tests {
 
     #[test]
     fn enforce_refuses_and_warn_passes() {
-        let e = Policy::enforcing().check("revoke-in-order", false, || "x".into()).unwrap_err();
+        let e = Policy::enforcing()
+            .check("revoke-in-order", false, || "x".into())
+            .unwrap_err();
         assert_eq!(e.rule(), Some("revoke-in-order"));
-        assert!(Policy::warn_only().check("revoke-in-order", false, || "x".into()).is_ok());
+        assert!(Policy::warn_only()
+            .check("revoke-in-order", false, || "x".into())
+            .is_ok());
     }
 }

@@ -68,6 +68,7 @@
 //! commitments of an unconfirmed splice, and after a splice that changed the channel value,
 //! are refused, so a node that splices runs `commitment-balance` in warn mode.
 
+use crate::bolt3::{revocation_pubkey, to_local_script};
 use crate::context::ChannelKey;
 use crate::error::Result;
 use crate::handler::Req;
@@ -86,8 +87,7 @@ use bitcoin::script::Builder;
 use bitcoin::{CompressedPublicKey, ScriptBuf, Transaction};
 use protocol::msgs::SetupChannel;
 use protocol::types::{BitcoinTx, ChannelType, HsmHtlc, Side};
-use secp256k1::{PublicKey, Scalar, SECP256K1};
-use sha2::{Digest, Sha256};
+use secp256k1::PublicKey;
 use std::collections::{BTreeMap, HashMap};
 
 /// `channel-safe-type`.
@@ -670,45 +670,6 @@ impl Keys {
 
 fn p2wsh(script: ScriptBuf) -> ScriptBuf {
     ScriptBuf::new_p2wsh(&script.wscript_hash())
-}
-
-/// BOLT 3 `revocationpubkey`: `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)` for revocation basepoint
-/// `R` and per-commitment point `P`.
-pub(crate) fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicKey> {
-    let factor = |a: &PublicKey, b: &PublicKey| {
-        let hash: [u8; 32] = Sha256::new()
-            .chain_update(a.serialize())
-            .chain_update(b.serialize())
-            .finalize()
-            .into();
-        Scalar::from_be_bytes(hash).ok()
-    };
-    let from_base = basepoint
-        .mul_tweak(SECP256K1, &factor(basepoint, point)?)
-        .ok()?;
-    let from_point = point
-        .mul_tweak(SECP256K1, &factor(point, basepoint)?)
-        .ok()?;
-    from_base.combine(&from_point).ok()
-}
-
-/// BOLT 3 `to_local` witness script.
-pub(crate) fn to_local_script(
-    revocation: &PublicKey,
-    to_self_delay: u16,
-    delayed: &PublicKey,
-) -> ScriptBuf {
-    Builder::new()
-        .push_opcode(OP_IF)
-        .push_slice(revocation.serialize())
-        .push_opcode(OP_ELSE)
-        .push_int(i64::from(to_self_delay))
-        .push_opcode(OP_CSV)
-        .push_opcode(OP_DROP)
-        .push_slice(delayed.serialize())
-        .push_opcode(OP_ENDIF)
-        .push_opcode(OP_CHECKSIG)
-        .into_script()
 }
 
 /// BOLT 3 anchor witness script of a funding key.

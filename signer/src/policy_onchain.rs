@@ -41,6 +41,7 @@
 //! and (for channel funding and mutual closes) the channel's stored setup.
 
 use crate::bolt3::funding_redeem_script;
+use crate::bolt3::{revocation_pubkey, to_local_script};
 use crate::context::ChannelKey;
 use crate::error::Result;
 use crate::handler::Req;
@@ -49,17 +50,14 @@ use crate::keys::{Bip32Version, KeyManager};
 use crate::store::ChannelState;
 use bitcoin::address::NetworkUnchecked;
 use bitcoin::bip32::{ChildNumber, DerivationPath, Xpub};
-use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_IF};
 use bitcoin::psbt::{Output as PsbtOutput, Psbt};
-use bitcoin::script::Builder;
 use bitcoin::{
     Address, CompressedPublicKey, Network, NetworkKind, OutPoint, Script, ScriptBuf, Transaction,
     TxOut,
 };
 use protocol::msgs::SetupChannel;
 use protocol::types::{BitcoinTx, HsmUtxo};
-use secp256k1::{PublicKey, Scalar, SECP256K1};
-use sha2::{Digest, Sha256};
+use secp256k1::{PublicKey, SECP256K1};
 use std::str::FromStr;
 
 /// Rule: outputs pay only the wallet, the shutdown script or allowlisted destinations.
@@ -653,41 +651,6 @@ fn delayed_output_scripts(
             ScriptBuf::new_p2wsh(&script.wscript_hash())
         })
         .collect()
-}
-
-/// BOLT 3 `revocationpubkey`: `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)` for revocation basepoint
-/// `R` and per-commitment point `P`.
-fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicKey> {
-    let factor = |a: &PublicKey, b: &PublicKey| {
-        let hash: [u8; 32] = Sha256::new()
-            .chain_update(a.serialize())
-            .chain_update(b.serialize())
-            .finalize()
-            .into();
-        Scalar::from_be_bytes(hash).ok()
-    };
-    let from_base = basepoint
-        .mul_tweak(SECP256K1, &factor(basepoint, point)?)
-        .ok()?;
-    let from_point = point
-        .mul_tweak(SECP256K1, &factor(point, basepoint)?)
-        .ok()?;
-    from_base.combine(&from_point).ok()
-}
-
-/// BOLT 3 `to_local` script (also the output script of HTLC-success/timeout transactions).
-fn to_local_script(revocation: &PublicKey, to_self_delay: u16, delayed: &PublicKey) -> ScriptBuf {
-    Builder::new()
-        .push_opcode(OP_IF)
-        .push_slice(revocation.serialize())
-        .push_opcode(OP_ELSE)
-        .push_int(i64::from(to_self_delay))
-        .push_opcode(OP_CSV)
-        .push_opcode(OP_DROP)
-        .push_slice(delayed.serialize())
-        .push_opcode(OP_ENDIF)
-        .push_opcode(OP_CHECKSIG)
-        .into_script()
 }
 
 /// `onchain-destination-allowlisted` over the outputs left in `open`.

@@ -162,7 +162,9 @@ impl Store {
     ) -> Result<Option<Vec<u8>>> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(REPLIES).map_err(storage)?;
-        let v = table.get(&reply_key(client, request_id)[..]).map_err(storage)?;
+        let v = table
+            .get(&reply_key(client, request_id)[..])
+            .map_err(storage)?;
         Ok(v.and_then(|v| {
             let v = v.value();
             (v.len() >= 32 && &v[..32] == request_hash).then(|| v[32..].to_vec())
@@ -174,7 +176,8 @@ impl Store {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(kind.table()).map_err(storage)?;
         let v = table.get(key).map_err(storage)?;
-        v.map(|v| serde_json::from_slice(v.value()).map_err(storage)).transpose()
+        v.map(|v| serde_json::from_slice(v.value()).map_err(storage))
+            .transpose()
     }
 
     /// Every record of a table, as last committed.
@@ -228,7 +231,9 @@ impl Txn {
     pub fn put_channel(&mut self, key: &ChannelKey, state: &ChannelState) -> Result<()> {
         let bytes = serde_json::to_vec(state).map_err(storage)?;
         let mut table = self.inner.open_table(CHANNELS).map_err(storage)?;
-        table.insert(&key.to_bytes()[..], &bytes[..]).map_err(storage)?;
+        table
+            .insert(&key.to_bytes()[..], &bytes[..])
+            .map_err(storage)?;
         Ok(())
     }
 
@@ -241,7 +246,9 @@ impl Txn {
         request_hash: &[u8; 32],
     ) -> Result<Option<Vec<u8>>> {
         let table = self.inner.open_table(REPLIES).map_err(storage)?;
-        let v = table.get(&reply_key(client, request_id)[..]).map_err(storage)?;
+        let v = table
+            .get(&reply_key(client, request_id)[..])
+            .map_err(storage)?;
         Ok(v.and_then(|v| {
             let v = v.value();
             (v.len() >= 32 && &v[..32] == request_hash).then(|| v[32..].to_vec())
@@ -259,11 +266,15 @@ impl Txn {
         let mut table = self.inner.open_table(REPLIES).map_err(storage)?;
         let mut v = request_hash.to_vec();
         v.extend_from_slice(reply);
-        table.insert(&reply_key(client, request_id)[..], &v[..]).map_err(storage)?;
+        table
+            .insert(&reply_key(client, request_id)[..], &v[..])
+            .map_err(storage)?;
         if request_id >= REPLIES_KEPT_PER_CLIENT {
             let lo = reply_key(client, 0);
             let hi = reply_key(client, request_id - REPLIES_KEPT_PER_CLIENT);
-            table.retain_in(&lo[..]..&hi[..], |_, _| false).map_err(storage)?;
+            table
+                .retain_in(&lo[..]..&hi[..], |_, _| false)
+                .map_err(storage)?;
         }
         Ok(())
     }
@@ -279,9 +290,14 @@ impl Txn {
         let mut key = txid.to_vec();
         key.extend_from_slice(&vout.to_be_bytes());
         let mut table = self.inner.open_table(OUTPOINTS).map_err(storage)?;
-        let prev = table.get(&key[..]).map_err(storage)?.map(|v| v.value().to_vec());
+        let prev = table
+            .get(&key[..])
+            .map_err(storage)?
+            .map(|v| v.value().to_vec());
         if prev.is_none() {
-            table.insert(&key[..], &channel.to_bytes()[..]).map_err(storage)?;
+            table
+                .insert(&key[..], &channel.to_bytes()[..])
+                .map_err(storage)?;
         }
         Ok(prev.and_then(|p| {
             (p.len() == 41).then(|| {
@@ -301,7 +317,8 @@ impl Txn {
     pub fn record<T: DeserializeOwned>(&self, kind: Records, key: &[u8]) -> Result<Option<T>> {
         let table = self.inner.open_table(kind.table()).map_err(storage)?;
         let v = table.get(key).map_err(storage)?;
-        v.map(|v| serde_json::from_slice(v.value()).map_err(storage)).transpose()
+        v.map(|v| serde_json::from_slice(v.value()).map_err(storage))
+            .transpose()
     }
 
     /// Every record of a table, as of this transaction.
@@ -345,13 +362,17 @@ fn collect_records<T: DeserializeOwned>(
     let mut out = Vec::new();
     for entry in iter {
         let (k, v) = entry.map_err(storage)?;
-        out.push((k.value().to_vec(), serde_json::from_slice(v.value()).map_err(storage)?));
+        out.push((
+            k.value().to_vec(),
+            serde_json::from_slice(v.value()).map_err(storage)?,
+        ));
     }
     Ok(out)
 }
 
 fn decode_state(b: &[u8]) -> Result<ChannelState> {
-    serde_json::from_slice(b).map_err(|e| SignerError::Storage(format!("corrupt channel record: {e}")))
+    serde_json::from_slice(b)
+        .map_err(|e| SignerError::Storage(format!("corrupt channel record: {e}")))
 }
 
 fn storage(e: impl std::fmt::Display) -> SignerError {
@@ -364,7 +385,10 @@ mod tests {
     use protocol::types::NodeId;
 
     fn key(d: u64) -> ChannelKey {
-        ChannelKey { peer_id: NodeId::from_bytes([2; 33]), dbid: d }
+        ChannelKey {
+            peer_id: NodeId::from_bytes([2; 33]),
+            dbid: d,
+        }
     }
 
     #[test]
@@ -374,7 +398,10 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             let mut t = store.begin().unwrap();
-            let s = ChannelState { holder_revoked_below: 7, ..Default::default() };
+            let s = ChannelState {
+                holder_revoked_below: 7,
+                ..Default::default()
+            };
             t.put_channel(&key(1), &s).unwrap();
             t.commit().unwrap();
             let mut t = store.begin().unwrap();
@@ -382,7 +409,14 @@ mod tests {
             drop(t);
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.channel(&key(1)).unwrap().unwrap().holder_revoked_below, 7);
+        assert_eq!(
+            store
+                .channel(&key(1))
+                .unwrap()
+                .unwrap()
+                .holder_revoked_below,
+            7
+        );
         assert!(store.channel(&key(2)).unwrap().is_none());
         assert_eq!(store.channels().unwrap().len(), 1);
     }
@@ -394,7 +428,10 @@ mod tests {
         for id in 0..300 {
             t.put_reply(&key(1), id, &[1; 32], &[id as u8]).unwrap();
         }
-        assert_eq!(t.cached_reply(&key(1), 299, &[1; 32]).unwrap(), Some(vec![43]));
+        assert_eq!(
+            t.cached_reply(&key(1), 299, &[1; 32]).unwrap(),
+            Some(vec![43])
+        );
         assert_eq!(t.cached_reply(&key(1), 299, &[2; 32]).unwrap(), None);
         assert_eq!(t.cached_reply(&key(1), 10, &[1; 32]).unwrap(), None);
         assert_eq!(t.cached_reply(&key(2), 299, &[1; 32]).unwrap(), None);

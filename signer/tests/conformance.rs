@@ -12,7 +12,9 @@ use signer::{ClientContext, Policy, Signer, SignerError, Store};
 use std::path::PathBuf;
 
 fn corpus(name: &str) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/conformance").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/conformance")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
@@ -50,7 +52,10 @@ fn replay(case: &Value) -> Vec<String> {
                             if h.dbid != 0 {
                                 // A new client for the same channel replaces the old one.
                                 for old in clients.iter_mut() {
-                                    if old.as_ref().is_some_and(|o| !o.is_master && o.dbid == h.dbid) {
+                                    if old
+                                        .as_ref()
+                                        .is_some_and(|o| !o.is_master && o.dbid == h.dbid)
+                                    {
                                         *old = None;
                                     }
                                 }

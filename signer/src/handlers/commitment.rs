@@ -136,7 +136,9 @@ pub(crate) fn sign_remote_commitment_tx(
     r.policy.check(
         "commitment-number-monotonic",
         n <= MAX_COMMITMENT_NUMBER
-            && state.counterparty_signed.is_none_or(|s| n >= s && n - s <= 1)
+            && state
+                .counterparty_signed
+                .is_none_or(|s| n >= s && n - s <= 1)
             && known_point.is_none_or(|p| *p == point),
         || match known_point {
             Some(p) if *p != point => format!(

@@ -69,9 +69,12 @@ pub(crate) fn dispatch(r: &mut Req<'_>, msg: Message) -> Result<Message> {
 
         // Developer-only messages: this signer never runs in developer mode, so like Core
         // Lightning's hsmd without --developer it treats them as requests it cannot parse.
-        m @ (Message::DevMemleak(_) | Message::DevPreinit(_)) => {
-            Err(SignerError::malformed(format!("{} is a developer-only request", m.name())))
-        }
-        m => Err(SignerError::malformed(format!("{} is not a request", m.name()))),
+        m @ (Message::DevMemleak(_) | Message::DevPreinit(_)) => Err(SignerError::malformed(
+            format!("{} is a developer-only request", m.name()),
+        )),
+        m => Err(SignerError::malformed(format!(
+            "{} is not a request",
+            m.name()
+        ))),
     }
 }

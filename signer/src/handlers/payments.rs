@@ -64,13 +64,19 @@ pub(crate) fn preapprove_keysend(r: &mut Req<'_>, m: PreapproveKeysend) -> Resul
 }
 
 /// Answers `PreapproveInvoiceCheck` (with hsmd's reply type 138).
-pub(crate) fn preapprove_invoice_check(r: &mut Req<'_>, m: PreapproveInvoiceCheck) -> Result<Message> {
+pub(crate) fn preapprove_invoice_check(
+    r: &mut Req<'_>,
+    m: PreapproveInvoiceCheck,
+) -> Result<Message> {
     let approved = invoice(r, &m.invstring.to_string_lossy(), m.check_only);
     reply_invoice(approved)
 }
 
 /// Answers `PreapproveKeysendCheck` (with hsmd's reply type 139).
-pub(crate) fn preapprove_keysend_check(r: &mut Req<'_>, m: PreapproveKeysendCheck) -> Result<Message> {
+pub(crate) fn preapprove_keysend_check(
+    r: &mut Req<'_>,
+    m: PreapproveKeysendCheck,
+) -> Result<Message> {
     let p = keysend_payment(&m.destination, &m.payment_hash, m.amount_msat.to_msat());
     reply_keysend(preapprove(r, p, m.check_only))
 }
@@ -101,7 +107,10 @@ fn invoice(r: &mut Req<'_>, invstring: &str, check_only: bool) -> Verdict {
             }));
         }
     };
-    let expires_at = inv.duration_since_epoch().as_secs().saturating_add(inv.expiry_time().as_secs());
+    let expires_at = inv
+        .duration_since_epoch()
+        .as_secs()
+        .saturating_add(inv.expiry_time().as_secs());
     let p = Payment {
         hash: *inv.payment_hash().as_byte_array(),
         kind: "invoice",
@@ -125,7 +134,10 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
     let now = now();
     let limits = r.policy.limits.clone();
     let existing: Option<PaymentRecord> = r.store().record(Records::Payments, &p.hash)?;
-    if existing.as_ref().is_some_and(|e| e.amount_msat == p.amount_msat) {
+    if existing
+        .as_ref()
+        .is_some_and(|e| e.amount_msat == p.amount_msat)
+    {
         // Asked again for a payment already approved: nothing new to count.
         return Ok(Ok(()));
     }
@@ -137,16 +149,30 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
             return Ok(v);
         }
     }
-    let tracked: Vec<PaymentRecord> =
-        r.store().records::<PaymentRecord>(Records::Payments)?.into_iter().map(|(_, v)| v).collect();
+    let tracked: Vec<PaymentRecord> = r
+        .store()
+        .records::<PaymentRecord>(Records::Payments)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     let window_start = now.saturating_sub(limits.velocity_window_secs);
     let live = tracked
         .iter()
-        .filter(|t| t.expires_at.map_or(t.approved_at >= window_start, |e| e > now))
+        .filter(|t| {
+            t.expires_at
+                .map_or(t.approved_at >= window_start, |e| e > now)
+        })
         .count();
-    let v = refusal(r.policy.check("invoice-max-tracked", live < limits.max_tracked_invoices, || {
-        format!("{live} payments tracked, the limit is {}", limits.max_tracked_invoices)
-    }))?;
+    let v = refusal(r.policy.check(
+        "invoice-max-tracked",
+        live < limits.max_tracked_invoices,
+        || {
+            format!(
+                "{live} payments tracked, the limit is {}",
+                limits.max_tracked_invoices
+            )
+        },
+    ))?;
     if v.is_err() {
         return Ok(v);
     }
@@ -157,16 +183,22 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
         .fold(0u64, u64::saturating_add);
     let amount = p.amount_msat.unwrap_or(0);
     let limit_msat = limits.velocity_limit_sat.saturating_mul(1000);
-    let v = refusal(r.policy.check("invoice-velocity", spent_msat.saturating_add(amount) <= limit_msat, || {
-        format!(
-            "{} msat within {} s plus {amount} msat exceeds {limit_msat} msat",
-            spent_msat, limits.velocity_window_secs
-        )
-    }))?;
+    let v = refusal(r.policy.check(
+        "invoice-velocity",
+        spent_msat.saturating_add(amount) <= limit_msat,
+        || {
+            format!(
+                "{} msat within {} s plus {amount} msat exceeds {limit_msat} msat",
+                spent_msat, limits.velocity_window_secs
+            )
+        },
+    ))?;
     if v.is_err() {
         return Ok(v);
     }
-    let needs_operator = p.amount_msat.is_none_or(|a| a > limits.max_auto_approve_msat);
+    let needs_operator = p
+        .amount_msat
+        .is_none_or(|a| a > limits.max_auto_approve_msat);
     if needs_operator {
         let v = operator(r, &p, check_only, &limits)?;
         if v.is_err() {
@@ -187,9 +219,16 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
 }
 
 /// `invoice-auto-approve`: above the limit (or without an amount) the operator decides.
-fn operator(r: &mut Req<'_>, p: &Payment, check_only: bool, limits: &crate::limits::Limits) -> Verdict {
+fn operator(
+    r: &mut Req<'_>,
+    p: &Payment,
+    check_only: bool,
+    limits: &crate::limits::Limits,
+) -> Verdict {
     let rule = "invoice-auto-approve";
-    let amount = p.amount_msat.map_or("an unspecified amount".into(), |a| format!("{a} msat"));
+    let amount = p
+        .amount_msat
+        .map_or("an unspecified amount".into(), |a| format!("{a} msat"));
     if r.policy.mode(rule) == Mode::Warn {
         log::warn!("policy {rule} (warn only): {amount} approved without the operator");
         return Ok(Ok(()));
@@ -200,7 +239,9 @@ fn operator(r: &mut Req<'_>, p: &Payment, check_only: bool, limits: &crate::limi
         _ if check_only => Decision::Pending,
         _ => {
             if r.in_transaction() {
-                return Err(SignerError::Temporary("approval asked inside a transaction".into()));
+                return Err(SignerError::Temporary(
+                    "approval asked inside a transaction".into(),
+                ));
             }
             let a = Approval {
                 payment_hash: hex::encode(p.hash),
@@ -254,7 +295,11 @@ fn reply_keysend(v: Verdict) -> Result<Message> {
 /// added to those we offer on other channels for the same preapproved payment, stay within
 /// its approved amount plus the routing fee allowance. Payments we never preapproved
 /// (forwards) are not ours to limit here. Records the new per-channel totals.
-pub(crate) fn check_outgoing_htlcs(r: &mut Req<'_>, channel: &ChannelKey, htlcs: &[HsmHtlc]) -> Result<()> {
+pub(crate) fn check_outgoing_htlcs(
+    r: &mut Req<'_>,
+    channel: &ChannelKey,
+    htlcs: &[HsmHtlc],
+) -> Result<()> {
     let chan = hex::encode(channel.to_bytes());
     let mut now_out: BTreeMap<[u8; 32], u64> = BTreeMap::new();
     for h in htlcs.iter().filter(|h| h.side == Side::Local) {
@@ -268,7 +313,12 @@ pub(crate) fn check_outgoing_htlcs(r: &mut Req<'_>, channel: &ChannelKey, htlcs:
     let limits = r.policy.limits.clone();
     let mut tracked_now = Vec::new();
     let mut updates = Vec::new();
-    for hash in before.iter().chain(now_out.keys()).copied().collect::<std::collections::BTreeSet<_>>() {
+    for hash in before
+        .iter()
+        .chain(now_out.keys())
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let Some(mut rec) = r.txn()?.record::<PaymentRecord>(Records::Payments, &hash)? else {
             continue;
         };
@@ -320,7 +370,8 @@ mod tests {
 
     fn signer(policy: Policy, store: Store) -> Arc<Signer> {
         let s = Signer::new(SECRET.to_vec(), store, policy);
-        s.handle(&ClientContext::master(), None, &hex::decode(INIT).unwrap()).unwrap();
+        s.handle(&ClientContext::master(), None, &hex::decode(INIT).unwrap())
+            .unwrap();
         Arc::new(s)
     }
 
@@ -344,20 +395,31 @@ mod tests {
             Some(a) => b.amount_milli_satoshis(a),
             None => b,
         };
-        b.build_signed(|h| SECP256K1.sign_ecdsa_recoverable(h, &key)).unwrap().to_string()
+        b.build_signed(|h| SECP256K1.sign_ecdsa_recoverable(h, &key))
+            .unwrap()
+            .to_string()
     }
 
     /// (approved, reason) of a preapprove_invoice.
     fn ask(s: &Signer, inv: &str) -> (bool, Option<String>) {
-        let req = PreapproveInvoice::new(protocol::types::WireString::from(inv)).encode().unwrap();
+        let req = PreapproveInvoice::new(protocol::types::WireString::from(inv))
+            .encode()
+            .unwrap();
         let reply = s.handle(&ClientContext::master(), None, &req).unwrap();
         let r = PreapproveInvoiceReply::decode(&reply).unwrap();
-        let reason = r.trailing.iter().position(|&c| c == 0).map(|e| String::from_utf8_lossy(&r.trailing[..e]).into_owned());
+        let reason = r
+            .trailing
+            .iter()
+            .position(|&c| c == 0)
+            .map(|e| String::from_utf8_lossy(&r.trailing[..e]).into_owned());
         (r.approved, reason)
     }
 
     fn tracked(s: &Signer) -> usize {
-        s.store().records::<PaymentRecord>(Records::Payments).unwrap().len()
+        s.store()
+            .records::<PaymentRecord>(Records::Payments)
+            .unwrap()
+            .len()
     }
 
     #[test]
@@ -376,7 +438,10 @@ mod tests {
 
     #[test]
     fn velocity_counts_approved_payments_once() {
-        let s = signer(policy(|l| l.velocity_limit_sat = 10), Store::temporary().unwrap());
+        let s = signer(
+            policy(|l| l.velocity_limit_sat = 10),
+            Store::temporary().unwrap(),
+        );
         assert_eq!(ask(&s, &invoice(Some(6000), 1, 0)), (true, None));
         // The same invoice again is not counted twice.
         assert_eq!(ask(&s, &invoice(Some(6000), 1, 0)), (true, None));
@@ -388,7 +453,10 @@ mod tests {
 
     #[test]
     fn tracked_payments_are_limited() {
-        let s = signer(policy(|l| l.max_tracked_invoices = 2), Store::temporary().unwrap());
+        let s = signer(
+            policy(|l| l.max_tracked_invoices = 2),
+            Store::temporary().unwrap(),
+        );
         assert!(ask(&s, &invoice(Some(1), 1, 0)).0);
         assert!(ask(&s, &invoice(Some(1), 2, 0)).0);
         let (ok, why) = ask(&s, &invoice(Some(1), 3, 0));
@@ -402,7 +470,10 @@ mod tests {
         let big = invoice(Some(500_000_000), 9, 0);
         let hash = [9u8; 32];
         {
-            let s = signer(policy(|l| l.approval_timeout_secs = 10), Store::open(&path).unwrap());
+            let s = signer(
+                policy(|l| l.approval_timeout_secs = 10),
+                Store::open(&path).unwrap(),
+            );
             let s2 = s.clone();
             let waiter = std::thread::spawn({
                 let big = big.clone();
@@ -418,16 +489,28 @@ mod tests {
             };
             assert_eq!(pending[0].decision, Decision::Pending);
             assert_eq!(pending[0].amount_msat, Some(500_000_000));
-            s.approvals().decide(s.store(), &hash, true).unwrap().unwrap();
+            s.approvals()
+                .decide(s.store(), &hash, true)
+                .unwrap()
+                .unwrap();
             assert_eq!(waiter.join().unwrap(), (true, None));
         }
         // After a restart the decision stands.
-        let s = signer(policy(|l| l.approval_timeout_secs = 0), Store::open(&path).unwrap());
+        let s = signer(
+            policy(|l| l.approval_timeout_secs = 0),
+            Store::open(&path).unwrap(),
+        );
         assert_eq!(ask(&s, &big), (true, None));
         let other = invoice(Some(500_000_000), 10, 0);
         let (ok, why) = ask(&s, &other);
-        assert!(!ok && why.unwrap().contains("invoice-auto-approve"), "timed out");
-        s.approvals().decide(s.store(), &[10; 32], false).unwrap().unwrap();
+        assert!(
+            !ok && why.unwrap().contains("invoice-auto-approve"),
+            "timed out"
+        );
+        s.approvals()
+            .decide(s.store(), &[10; 32], false)
+            .unwrap()
+            .unwrap();
         let (ok, why) = ask(&s, &other);
         assert!(!ok && why.unwrap().contains("denied"));
     }
@@ -436,9 +519,10 @@ mod tests {
     fn check_only_records_nothing() {
         let s = signer(Policy::enforcing(), Store::temporary().unwrap());
         let inv = invoice(Some(1000), 4, 0);
-        let req = PreapproveInvoiceCheck::new(protocol::types::WireString::from(inv.as_str()), true)
-            .encode()
-            .unwrap();
+        let req =
+            PreapproveInvoiceCheck::new(protocol::types::WireString::from(inv.as_str()), true)
+                .encode()
+                .unwrap();
         let reply = s.handle(&ClientContext::master(), None, &req).unwrap();
         assert!(PreapproveInvoiceReply::decode(&reply).unwrap().approved);
         assert_eq!(tracked(&s), 0);
@@ -447,7 +531,10 @@ mod tests {
     #[test]
     fn split_payments_stay_within_the_approved_amount() {
         use protocol::types::AmountMsat;
-        let s = signer(policy(|l| l.max_routing_fee_base_msat = 0), Store::temporary().unwrap());
+        let s = signer(
+            policy(|l| l.max_routing_fee_base_msat = 0),
+            Store::temporary().unwrap(),
+        );
         assert!(ask(&s, &invoice(Some(100_000), 5, 0)).0);
         let session = s.session().unwrap();
         let htlc = |amount| HsmHtlc {
@@ -456,9 +543,12 @@ mod tests {
             payment_hash: sha256::Hash::from_byte_array([5; 32]),
             cltv_expiry: 500,
         };
-        let chan = |d| ChannelKey { peer_id: protocol::types::NodeId::from_bytes([2; 33]), dbid: d };
+        let chan = |d| ChannelKey {
+            peer_id: protocol::types::NodeId::from_bytes([2; 33]),
+            dbid: d,
+        };
         let client = ClientContext::master();
-        let mut run = |key: ChannelKey, htlcs: Vec<HsmHtlc>| {
+        let run = |key: ChannelKey, htlcs: Vec<HsmHtlc>| {
             let mut r = Req::for_test(&session, &client, s.policy(), s.store(), s.approvals());
             let res = check_outgoing_htlcs(&mut r, &key, &htlcs);
             if res.is_ok() {

@@ -21,6 +21,7 @@ use protocol::types::{
 };
 use protocol::{Message, Permissions};
 use secp256k1::SecretKey;
+use secp256k1::SECP256K1;
 use serde_json::Value;
 use std::path::PathBuf;
 
