@@ -28,3 +28,8 @@ pub use hsmd::{Hsmd, HsmdConfig, LogTarget, SpawnError};
 pub use process::{Process, WaitError};
 pub use status::{StatusEvent, StatusLog};
 pub use subdaemon::Subdaemon;
+pub mod bolt3;
+pub mod backup;
+pub mod invoice;
+pub mod payments;
+pub mod transport;

@@ -81,24 +81,39 @@ impl Proxy {
         });
     }
 
-    /// Serves lightningd's fd 3 until EOF (a clean stop) or a fatal error.
-    pub async fn serve_master(self: Arc<Self>, mut sock: UnixStream) {
-        loop {
-            let msg = match tokio_io::read(&mut sock).await {
-                Ok(Some(m)) => m,
-                Ok(None) => {
-                    let _ = self.exit.send(Exit {
-                        code: 0,
-                        why: "lightningd closed fd 3".into(),
-                    });
-                    return;
+    /// Serves lightningd's fd 3 until EOF (a clean stop) or a fatal error. EOF is noticed at
+    /// once, even while a request waits for the signer.
+    pub async fn serve_master(self: Arc<Self>, sock: UnixStream) {
+        let (mut rd, mut wr) = sock.into_split();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let reader = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match tokio_io::read(&mut rd).await {
+                    Ok(Some(m)) => {
+                        if tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let why = "lightningd closed fd 3".to_string();
+                        let _ = reader.exit.send(Exit { code: 0, why });
+                        return;
+                    }
+                    Err(e) => {
+                        let why = format!("reading from lightningd: {e}");
+                        return reader.fail(FAIL_MASTER_IO, why).await;
+                    }
                 }
-                Err(e) => {
-                    return self
-                        .fail(FAIL_MASTER_IO, format!("reading from lightningd: {e}"))
-                        .await
+            }
+        });
+        while let Some(msg) = rx.recv().await {
+            let new_client = ClientHsmfd::decode(&msg).ok();
+            if let Some(req) = &new_client {
+                if let Err(desc) = self.may_add_client(req.dbid) {
+                    return self.fail(FAIL_INTERNAL_ERROR, desc).await;
                 }
-            };
+            }
             let reply = match self.router.call(None, msg.clone()).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -107,7 +122,7 @@ impl Proxy {
                 }
             };
             self.router.metrics.done();
-            if let Err(e) = tokio_io::write(&mut sock, &reply).await {
+            if let Err(e) = tokio_io::write(&mut wr, &reply).await {
                 return self
                     .fail(FAIL_MASTER_IO, format!("writing to lightningd: {e}"))
                     .await;
@@ -118,12 +133,29 @@ impl Proxy {
                     .fail(FAIL_INTERNAL_ERROR, format!("hsmd_init failed: {why}"))
                     .await;
             }
-            if let Ok(req) = ClientHsmfd::decode(&msg) {
-                if let Err(desc) = self.new_client(&sock, req).await {
+            if let Some(req) = new_client {
+                if let Err(desc) = self.new_client(wr.as_ref(), req).await {
                     return self.fail(FAIL_INTERNAL_ERROR, desc).await;
                 }
             }
         }
+    }
+
+    /// Whether lightningd may have one more client for `dbid` (checked before its request is
+    /// answered, so a refused one never gets a reply, as with hsmd).
+    fn may_add_client(&self, dbid: u64) -> Result<(), String> {
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.len() >= MAX_CLIENTS {
+            return Err(format!("too many clients ({MAX_CLIENTS})"));
+        }
+        let global = clients.values().filter(|c| c.dbid == 0).count();
+        if dbid == 0 && global >= MAX_GLOBAL_CLIENTS {
+            return Err(format!(
+                "a {}th global client was asked for; at most {MAX_GLOBAL_CLIENTS} exist",
+                global + 1
+            ));
+        }
+        Ok(())
     }
 
     /// Creates the client lightningd asked for and passes its fd.
@@ -138,18 +170,7 @@ impl Proxy {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-            if clients.len() >= MAX_CLIENTS {
-                return Err(format!("too many clients ({MAX_CLIENTS})"));
-            }
-            if req.dbid == 0 {
-                let global = clients.values().filter(|c| c.dbid == 0).count();
-                if global >= MAX_GLOBAL_CLIENTS {
-                    return Err(format!(
-                        "a {}th global client was asked for; at most {MAX_GLOBAL_CLIENTS} exist",
-                        global + 1
-                    ));
-                }
-            } else {
+            if req.dbid != 0 {
                 // A new client for the same channel replaces the old one.
                 let old: Vec<u64> = clients
                     .iter()

@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use backon::{ExponentialBuilder, Retryable};
 use bitcoin::hashes::{sha256, Hash};
 use proto::hsmd::{HsmRequestContext, SignerRequest, SignerResponse};
-use protocol::msgs::{Init, InitReplyV4};
+use protocol::msgs::{ClientHsmfd, Init, InitReplyFailure, InitReplyV4};
 use protocol::types::NodeId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +97,9 @@ enum Link {
 
 struct Inflight {
     req: SignerRequest,
+    /// May go out before the signer answered init (`hsmd_init`, `hsmd_client_hsmfd`).
+    early: bool,
+    /// Is the node's `hsmd_init`: its reply names the signer's identity.
     is_init: bool,
     /// The stream it was last sent on.
     sent_on: Option<u64>,
@@ -120,6 +123,8 @@ pub struct Router {
     inflight: Mutex<HashMap<u64, Inflight>>,
     link: watch::Sender<Link>,
     pinned: Mutex<Option<Pinned>>,
+    /// Whether the node has sent `hsmd_init` (hsmd refuses anything else before it).
+    init_seen: std::sync::atomic::AtomicBool,
     cache: PreapprovalCache,
     /// Counters for the metrics endpoint.
     pub metrics: Arc<Metrics>,
@@ -137,9 +142,7 @@ fn resend(
     ids.sort_unstable();
     for id in ids {
         let e = map.get_mut(&id).expect("key from the map");
-        if e.sent_on != Some(stream)
-            && (e.is_init || !inits_only)
-            && out.send(e.req.clone()).is_ok()
+        if e.sent_on != Some(stream) && (e.early || !inits_only) && out.send(e.req.clone()).is_ok()
         {
             e.sent_on = Some(stream);
         }
@@ -166,6 +169,7 @@ impl Router {
             inflight: Mutex::new(HashMap::new()),
             link: watch::channel(Link::Down).0,
             pinned: Mutex::new(None),
+            init_seen: std::sync::atomic::AtomicBool::new(false),
             cache,
             metrics,
         })
@@ -196,9 +200,22 @@ impl Router {
             }
         }
         let is_init = msg_type == Init::TYPE;
+        if is_init {
+            self.init_seen.store(true, Ordering::Relaxed);
+        } else if msg_type != ClientHsmfd::TYPE && !self.init_seen.load(Ordering::Relaxed) {
+            // Core Lightning's hsmd stops here: lightningd broke the protocol.
+            return Err(CallError::Refused {
+                description: format!(
+                    "hsmd was not initialized correctly, expected message type 11, got {msg_type}"
+                ),
+                fatal: Some(0),
+            });
+        }
+        // hsmd answers `hsmd_client_hsmfd` even before init: it may go out as init does.
+        let early = is_init || msg_type == ClientHsmfd::TYPE;
         let attempt = || async {
             let resp = self
-                .round_trip(context.clone(), message.clone(), is_init)
+                .round_trip(context.clone(), message.clone(), early)
                 .await;
             if resp.is_temporary_failure {
                 return Err(CallError::RetriesExhausted {
@@ -249,8 +266,9 @@ impl Router {
         &self,
         context: Option<HsmRequestContext>,
         message: Vec<u8>,
-        is_init: bool,
+        early: bool,
     ) -> SignerResponse {
+        let is_init = message.get(..2) == Some(&Init::TYPE.to_be_bytes()[..]);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let req = SignerRequest {
             request_id: id,
@@ -262,7 +280,7 @@ impl Router {
             let mut map = lock(&self.inflight);
             let sent_on = match &*self.link.borrow() {
                 Link::Ready { stream, out } => out.send(req.clone()).ok().map(|_| *stream),
-                Link::Connected { stream, out } if is_init => {
+                Link::Connected { stream, out } if early => {
                     out.send(req.clone()).ok().map(|_| *stream)
                 }
                 _ => None,
@@ -271,6 +289,7 @@ impl Router {
                 id,
                 Inflight {
                     req,
+                    early,
                     is_init,
                     sent_on,
                     reply: tx,
@@ -353,7 +372,12 @@ impl Router {
             log::debug!("reply to request {} that is not in flight", resp.request_id);
             return Ok(());
         };
-        let init_ok = e.is_init && resp.error.is_empty() && !resp.is_temporary_failure;
+        // A failed init (the signer cannot open its secret) goes to lightningd as hsmd's
+        // `hsmd_init_reply_failure`; only a successful one is checked and makes the link ready.
+        let init_ok = e.is_init
+            && resp.error.is_empty()
+            && !resp.is_temporary_failure
+            && InitReplyFailure::decode(&resp.message).is_err();
         if init_ok {
             if let Err(why) = self.identity_ok(&resp.message) {
                 e.sent_on = None;

@@ -205,10 +205,12 @@ impl CaseEnv {
             Some(p) => run.arg("--policy").arg(p),
             None => run.arg("--warn-only"),
         };
+        let signer_log = log_target(cfg, name, "signer").stdio();
         run.stdout(Stdio::null())
-            .stderr(stdio_for(&log_target(cfg, name, "signer"))?);
-        // SAFETY: prctl is async-signal-safe. The signer dies with this process even if it is
-        // killed without running destructors (the proxy already does: its fd 3 closes).
+            .stderr(signer_log.map_err(|e| format!("signer log: {e}"))?);
+        // SAFETY: prctl is async-signal-safe. The signer dies with this thread even if this
+        // process is killed without running destructors (as the proxy does, see
+        // `HsmdConfig::kill_with_parent`).
         unsafe {
             run.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
