@@ -282,10 +282,16 @@ impl HsmClient {
             return Err(ClientError::Io(e));
         }
         conn.pending += 1;
+        let sent = std::time::Instant::now();
         let ev = conn.next().await;
         conn.pending -= 1;
         match ev {
-            Incoming::Frame(r) => Ok(r),
+            Incoming::Frame(r) => {
+                if let Some(t) = msg.get(..2) {
+                    crate::latency::record(u16::from_be_bytes([t[0], t[1]]), sent.elapsed());
+                }
+                Ok(r)
+            }
             other => Err(conn.ended(other)),
         }
     }

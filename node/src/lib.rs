@@ -33,3 +33,6 @@ pub mod backup;
 pub mod invoice;
 pub mod payments;
 pub mod transport;
+pub mod latency;
+pub mod control;
+pub mod daemon;

@@ -17,12 +17,79 @@ use std::time::Duration;
     about = "A Lightning node whose keys live in a remote signer"
 )]
 struct Cli {
+    /// The node's data directory (its proxy's network directory too).
+    #[arg(long, global = true, env = "NODE_DATA_DIR", default_value = ".node")]
+    data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the node: starts its vls-proxy as lightningd would, waits for its signer, and
+    /// serves peers and the control socket until `node stop`.
+    Run {
+        /// The port the node's signer dials.
+        #[arg(long, env = "VLS_PORT", default_value_t = 7701)]
+        signer_port: u16,
+        /// Where peers connect (BOLT 8), e.g. 127.0.0.1:9735.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// The vls-proxy binary [default: next to this one, else from PATH].
+        #[arg(long, value_name = "PATH")]
+        proxy: Option<PathBuf>,
+        /// The Core Lightning version the proxy must print for --version.
+        #[arg(long, env = "VLS_CLN_VERSION", default_value = "v26.06.6")]
+        cln_version: String,
+        /// bitcoin, testnet, signet or regtest.
+        #[arg(long, default_value = "regtest")]
+        network: bitcoin::Network,
+    },
+    /// The running node's id, network and channels.
+    Getinfo,
+    /// A BOLT 11 invoice signed by the signer.
+    Invoice {
+        /// Amount in millisatoshis.
+        #[arg(long)]
+        amount_msat: Option<u64>,
+        /// Description.
+        #[arg(long)]
+        description: String,
+    },
+    /// Asks the signer to preapprove paying an invoice; a refusal says which rule.
+    Pay {
+        /// The invoice.
+        invoice: String,
+    },
+    /// Asks the signer to preapprove a keysend.
+    Keysend {
+        /// The destination's node id.
+        node: String,
+        /// Amount in millisatoshis.
+        amount_msat: u64,
+    },
+    /// Connects to a peer over BOLT 8.
+    Connect {
+        /// `node_id@host:port`.
+        peer: String,
+    },
+    /// Opens a channel with a connected peer.
+    Open {
+        /// The peer's node id.
+        peer: String,
+        /// Channel value in satoshis.
+        amount_sat: u64,
+        /// `anchors` or `static_remotekey`.
+        #[arg(long, default_value = "anchors")]
+        channel_type: String,
+    },
+    /// The encrypted static channel backup.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Round-trip latency of every signer call, by message type.
+    Stats,
+    /// Stops the running node.
+    Stop,
     /// Replays a conformance corpus against vls-proxy and the signer.
     Replay {
         /// The corpus (e.g. tests/data/conformance/cln-hsmd-golden.json).
@@ -57,6 +124,42 @@ enum Command {
     },
 }
 
+/// `node backup ...`.
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Writes `channel.backup` again from the node's channels.
+    Export,
+    /// Decrypts `channel.backup` with the signer's key and checks it.
+    Verify,
+    /// Restores the channels of a backup file (never overwriting).
+    Restore {
+        /// The backup file.
+        path: PathBuf,
+    },
+}
+
+/// Sends one request to the running node in `data_dir` and prints its result.
+fn control(rt: &tokio::runtime::Runtime, data_dir: &std::path::Path, req: node::control::Request) -> ExitCode {
+    let path = data_dir.join(node::control::CONTROL_SOCKET);
+    match rt.block_on(node::control::request(&path, &req)) {
+        Ok(r) if r.ok => {
+            match r.result {
+                serde_json::Value::String(s) => println!("{s}"),
+                v => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("node: {}", r.error.unwrap_or_else(|| "failed".into()));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn absolute(p: PathBuf) -> PathBuf {
     std::path::absolute(&p).unwrap_or(p)
 }
@@ -73,7 +176,47 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let data_dir = absolute(cli.data_dir.clone());
+    use node::control::Request as R;
     match cli.command {
+        Command::Run { signer_port, listen, proxy, cln_version, network } => {
+            let config = node::daemon::NodeConfig {
+                data_dir,
+                network,
+                proxy: proxy.map(absolute).unwrap_or_else(|| sibling_binary("vls-proxy")),
+                cln_version,
+                signer_port,
+                listen,
+            };
+            match rt.block_on(node::daemon::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("node run: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Getinfo => control(&rt, &data_dir, R::Getinfo),
+        Command::Invoice { amount_msat, description } => {
+            control(&rt, &data_dir, R::Invoice { amount_msat, description })
+        }
+        Command::Pay { invoice } => control(&rt, &data_dir, R::Pay { invoice }),
+        Command::Keysend { node, amount_msat } => {
+            control(&rt, &data_dir, R::Keysend { node, amount_msat })
+        }
+        Command::Connect { peer } => control(&rt, &data_dir, R::Connect { peer }),
+        Command::Open { peer, amount_sat, channel_type } => {
+            control(&rt, &data_dir, R::Open { peer, amount_sat, channel_type })
+        }
+        Command::Backup(BackupCommand::Export) => control(&rt, &data_dir, R::BackupExport),
+        Command::Backup(BackupCommand::Verify) => control(&rt, &data_dir, R::BackupVerify),
+        Command::Backup(BackupCommand::Restore { path }) => control(
+            &rt,
+            &data_dir,
+            R::BackupRestore { path: absolute(path).to_string_lossy().into_owned() },
+        ),
+        Command::Stats => control(&rt, &data_dir, R::Stats),
+        Command::Stop => control(&rt, &data_dir, R::Stop),
         Command::Replay {
             corpus,
             policy,
