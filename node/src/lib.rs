@@ -36,3 +36,8 @@ pub mod transport;
 pub mod latency;
 pub mod control;
 pub mod daemon;
+pub mod demo;
+pub mod chain;
+pub mod channel;
+pub mod store;
+pub mod wallet;

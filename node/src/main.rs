@@ -90,6 +90,12 @@ enum Command {
     Stats,
     /// Stops the running node.
     Stop,
+    /// The end-to-end demo: two nodes, two proxies, two signers.
+    Demo {
+        /// Keep the demo's files and logs.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Replays a conformance corpus against vls-proxy and the signer.
     Replay {
         /// The corpus (e.g. tests/data/conformance/cln-hsmd-golden.json).
@@ -217,6 +223,13 @@ fn main() -> ExitCode {
         ),
         Command::Stats => control(&rt, &data_dir, R::Stats),
         Command::Stop => control(&rt, &data_dir, R::Stop),
+        Command::Demo { keep } => match rt.block_on(node::demo::run(keep)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("node demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Replay {
             corpus,
             policy,
