@@ -135,7 +135,8 @@ impl Side {
     }
 
     async fn ask(&self, req: Request) -> Result<Value, DemoError> {
-        let step = format!("{} {:?}", self.name, req);
+        let cmd = serde_json::to_value(&req).ok().and_then(|v| v["cmd"].as_str().map(String::from));
+        let step = format!("{} {}", self.name, cmd.unwrap_or_default());
         let path = self.dir.join(CONTROL_SOCKET);
         let r: Reply = control::request(&path, &req).await.map_err(|e| fail(&step, e))?;
         if !r.ok {
@@ -273,9 +274,9 @@ pub async fn run(keep: bool) -> Result<(), DemoError> {
                 "  {:<6} {:<42} {:>7} {:>9} {:>9}",
                 side.name,
                 f["name"].as_str().unwrap_or("?"),
-                f["count"],
-                f["p50_us"],
-                f["p99_us"]
+                f["count"].as_u64().unwrap_or(0),
+                f["p50_us"].as_u64().unwrap_or(0),
+                f["p99_us"].as_u64().unwrap_or(0)
             );
         }
     }
