@@ -695,6 +695,11 @@ async fn lane_task<H: Handler>(
                 "request {request_id} (type {msg_type}) on lane {lane}: temporary failure: {}",
                 e.description()
             ),
+            // The policy already logged its one line naming the rule.
+            Err(e @ SignerError::Policy { .. }) => log::debug!(
+                "request {request_id} (type {msg_type}) on lane {lane}: refused: {}",
+                e.description()
+            ),
             Err(e) => log::warn!(
                 "request {request_id} (type {msg_type}) on lane {lane}: refused: {}",
                 e.description()

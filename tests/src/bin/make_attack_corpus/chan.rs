@@ -13,8 +13,8 @@ use bitcoin::psbt::Psbt;
 use bitcoin::script::Builder;
 use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::{
-    absolute, transaction, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Sequence,
-    Transaction, TxIn, TxOut, Txid,
+    absolute, transaction, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Sequence, Transaction,
+    TxIn, TxOut, Txid,
 };
 use protocol::msgs::*;
 use protocol::types::{
@@ -231,7 +231,10 @@ impl Channel {
             p.funding_pubkey,
             TO_SELF_DELAY,
             o.remote_shutdown.to_bytes(),
-            ChannelType::from_bits(&[ChannelType::STATIC_REMOTEKEY, ChannelType::ANCHORS_ZERO_FEE_HTLC]),
+            ChannelType::from_bits(&[
+                ChannelType::STATIC_REMOTEKEY,
+                ChannelType::ANCHORS_ZERO_FEE_HTLC,
+            ]),
         );
         Channel {
             peer_id,
@@ -488,14 +491,13 @@ impl Channel {
     /// commitment `n` (`b`) to `dest`, paying `fee_sat`.
     pub fn sweep_to_local(&self, n: u64, b: &Built, dest: &ScriptBuf, fee_sat: u64) -> Message {
         let s = self.scripts(Owner::Holder, n);
-        let (vout, out) = b
-            .tx
-            .tx
-            .output
-            .iter()
-            .enumerate()
-            .find(|(_, o)| o.script_pubkey == s.ours)
-            .expect("commitment has our to_local output");
+        let (vout, out) =
+            b.tx.tx
+                .output
+                .iter()
+                .enumerate()
+                .find(|(_, o)| o.script_pubkey == s.ours)
+                .expect("commitment has our to_local output");
         let tx = Transaction {
             version: transaction::Version::TWO,
             lock_time: absolute::LockTime::ZERO,
@@ -515,8 +517,7 @@ impl Channel {
         let mut psbt = Psbt::from_unsigned_tx(tx.clone()).expect("unsigned");
         psbt.inputs[0].witness_utxo = Some(out.clone());
         psbt.inputs[0].witness_script = Some(s.to_local_wscript.clone());
-        SignDelayedPaymentToUs::new(n, BitcoinTx { tx, psbt }, s.to_local_wscript.to_bytes())
-            .into()
+        SignDelayedPaymentToUs::new(n, BitcoinTx { tx, psbt }, s.to_local_wscript.to_bytes()).into()
     }
 }
 
@@ -538,8 +539,7 @@ impl Scripts {
     fn of(ch: &Channel, owner: Owner, p: &PublicKey) -> Scripts {
         let ours = ch.ours.basepoints();
         let theirs = &ch.setup.remote_basepoints;
-        let (revocation_base, owner_delayed, owner_htlc, other_payment, other_htlc) = match owner
-        {
+        let (revocation_base, owner_delayed, owner_htlc, other_payment, other_htlc) = match owner {
             Owner::Holder => (
                 theirs.revocation,
                 ours.delayed_payment,

@@ -26,9 +26,8 @@ use std::path::PathBuf;
 
 /// The `hsm_secret` of every case.
 pub const HSM_SECRET: [u8; 32] = [
-    0x9a, 0x1c, 0x3e, 0x70, 0x5b, 0x22, 0x84, 0xf1, 0x0d, 0x6e, 0x47, 0xb3, 0xc8, 0x19, 0x2a,
-    0x55, 0xe0, 0x7f, 0x36, 0x91, 0xad, 0x04, 0x68, 0xcb, 0x13, 0x5f, 0xd2, 0x8e, 0x41, 0xb7,
-    0x26, 0xfa,
+    0x9a, 0x1c, 0x3e, 0x70, 0x5b, 0x22, 0x84, 0xf1, 0x0d, 0x6e, 0x47, 0xb3, 0xc8, 0x19, 0x2a, 0x55,
+    0xe0, 0x7f, 0x36, 0x91, 0xad, 0x04, 0x68, 0xcb, 0x13, 0x5f, 0xd2, 0x8e, 0x41, 0xb7, 0x26, 0xfa,
 ];
 
 /// One step as planned: who sends what, and whether it is the attack.
@@ -230,10 +229,6 @@ fn type_name(msg: &[u8]) -> String {
     }
 }
 
-/// Preapproval replies whose refusal reason depends on when they are replayed: the reason
-/// (trailing bytes after `approved`) is left out of `expected_reply`.
-const TIME_DEPENDENT_REASONS: &[&str] = &["invoice-not-expired"];
-
 /// Runs `case` under both policies and writes its steps, checking that the corpus is
 /// consistent: legitimate steps answered identically, the attack refused by its rule.
 fn write_case(case: &CaseBuilder, enforcing: &Policy) -> CaseOut {
@@ -264,7 +259,9 @@ fn write_case(case: &CaseBuilder, enforcing: &Policy) -> CaseOut {
         let Some(attack_rule) = step.attack else {
             let (w, s) = match (&warn[i], &strict[i]) {
                 (Ok(w), Ok(s)) => (w, s),
-                (w, s) => panic!("{name} step {i}: legitimate step not answered: warn {w:?}, enforce {s:?}"),
+                (w, s) => panic!(
+                    "{name} step {i}: legitimate step not answered: warn {w:?}, enforce {s:?}"
+                ),
             };
             assert_eq!(
                 hex::encode(w),
@@ -319,12 +316,7 @@ fn write_case(case: &CaseBuilder, enforcing: &Policy) -> CaseOut {
                     hex::encode(reply)
                 );
                 out.expected_outcome = Some("reply");
-                let keep = if TIME_DEPENDENT_REASONS.contains(&attack_rule) {
-                    3
-                } else {
-                    reply.len()
-                };
-                out.expected_reply = Some(hex::encode(&reply[..keep]));
+                out.expected_reply = Some(hex::encode(&reply));
             }
             got => panic!("{name} step {i}: expected a refusal by {attack_rule}, got {got:?}"),
         }
@@ -349,7 +341,11 @@ fn main() {
     let mut names = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for case in &built {
-        assert!(names.insert(case.name.clone()), "duplicate case {}", case.name);
+        assert!(
+            names.insert(case.name.clone()),
+            "duplicate case {}",
+            case.name
+        );
         eprintln!("{}", case.name);
         out.push(write_case(case, &enforcing));
     }
@@ -367,9 +363,7 @@ fn main() {
                  hsmd_exited, or reply with `expected_reply`) and `cln_outcome`/`cln_reply` \
                  (`cln_bad_request` when Core Lightning refuses too); the steps after it carry \
                  `after_attack: true`. A case's `rule` and `why` repeat the attack's rule and say \
-                 how it would lose money. Replay with policy.toml (next to this file); \
-                 `expected_reply` of an expired-invoice refusal leaves out the signer's reason, \
-                 which says how long ago the invoice expired."
+                 how it would lose money. Replay with policy.toml (next to this file)."
             .into(),
         policy_file: "policy.toml".into(),
         policy_assumptions: cases::policy_assumptions(),
@@ -379,9 +373,117 @@ fn main() {
     json.push('\n');
     std::fs::write(dir.join("policy-attacks.json"), json).expect("write the corpus");
     std::fs::write(dir.join("policy.toml"), policy_toml).expect("write the policy");
+    std::fs::write(dir.join("README.md"), readme(&corpus.cases)).expect("write the README");
     eprintln!(
         "wrote {} cases to {}",
         built.len(),
         dir.join("policy-attacks.json").display()
     );
 }
+
+/// How each case's attack shows when refused, in words.
+fn refusal_shape(case: &CaseOut) -> &'static str {
+    let attack = case.steps.iter().find(|s| s.expected.is_some());
+    match attack.and_then(|s| s.expected_outcome) {
+        Some("client_closed") => "client closed",
+        Some("hsmd_exited") => "master: proxy exits",
+        Some("reply") => "`approved = false`",
+        _ => "?",
+    }
+}
+
+/// `tests/data/attacks/README.md`: what the files are, how to replay them, and every case.
+fn readme(cases: &[CaseOut]) -> String {
+    let mut s = README_HEAD.replace("{CASES}", &cases.len().to_string());
+    s.push_str("\n## The cases\n\n| case | rule | refused as | steps |\n|---|---|---|---|\n");
+    for c in cases {
+        s.push_str(&format!(
+            "| [`{}`](#{}) | `{}` | {} | {} |\n",
+            c.name,
+            c.name,
+            c.rule,
+            refusal_shape(c),
+            c.steps.len()
+        ));
+    }
+    for c in cases {
+        s.push_str(&format!(
+            "\n### {}\n\nRule `{}`, {}.\n\n{}\n\n**Why it loses money:** {}\n",
+            c.name,
+            c.rule,
+            refusal_shape(c),
+            c.description,
+            c.why
+        ));
+    }
+    s
+}
+
+const README_HEAD: &str = r#"# Attack corpus: a malicious node against the validating signer
+
+Written by `cargo run -p tests --bin make_attack_corpus` (sources in
+`tests/src/bin/make_attack_corpus/`); do not edit by hand, this README included.
+
+| file | contents |
+|---|---|
+| `policy-attacks.json` | {CASES} cases in the conformance corpus format, one attack each |
+| `policy.toml` | the enforcing policy the corpus is replayed with: every rule enforced, tight limits |
+
+## Where the bytes come from
+
+These cases were **not recorded from Core Lightning**. Every `reply` and every `cln_*` field
+was computed by this project's signer with every policy rule in warn mode, which reproduces
+Core Lightning's hsmd v26.06.6 byte for byte on the golden corpus
+(`tests/data/conformance/`, 77/77 cases). The `expected_*` fields are the
+same signer's answers under `policy.toml`. The generator checks that each legitimate step gets
+the same reply under both policies and that each attack is refused by its rule, so the corpus
+is consistent; it is deterministic (fixed secret, keys and timestamps).
+
+The requests are what lightningd and its subdaemons send: commitment transactions built as
+BOLT 3 builds them (real keys on both sides, BOLT 3 output order, obscured commitment number,
+anchors, HTLC outputs), the peer's real funding signature on our commitments, BOLT 11
+invoices signed by a payee key. Invoices are dated 2025-06-15 (timestamp 1750000000) and
+expire after 100 years, so they are valid whenever the corpus is replayed; the expired one
+is from 2020 and expired after an hour.
+
+## Format
+
+The format of `tests/data/conformance/README.md`, "Steps a validating signer must refuse":
+each case has exactly one step with `expected: "refused"`, the `rule` that refuses it,
+`expected_outcome` (`client_closed`, `hsmd_exited`, or `reply` with `expected_reply`) and what
+Core Lightning does (`cln_outcome`, `cln_reply`, or `cln_bad_request` where Core Lightning
+refuses too); every step after it carries `after_attack: true`. Additions:
+
+- each case also says its `rule` and `why` (how the attack would lose money) at the top;
+- the top-level `policy_assumptions` say what the legitimate steps assume of the policy, and
+  `policy_file` names `policy.toml`;
+- a refusal on the master fd ends its case (the proxy exits, as hsmd does), so those cases
+  have no `after_attack` steps; the in-process test checks their state instead;
+- a refused preapproval's `expected_reply` holds the signer's reason after `approved = false`
+  (trailing bytes Core Lightning ignores).
+
+Whenever an attack closes a client, the `after_attack` steps go on with a new client for the
+same channel, as lightningd does when it restarts a subdaemon (with the same dbid it replaces
+the old client, also in warn mode). They check that the refusal changed nothing: the next
+legitimate requests get exactly the replies they would have got. For the cases listed in
+`PROBED` in `signer/tests/attacks.rs` they would not, had the attack gone through: e.g. after
+a refused early revocation lightningd can still have the commitment signed for broadcast, and
+after a refused payment the velocity limit still has room for the next one.
+
+## Replaying
+
+- `cargo test -p signer --test attacks`: in-process, both policies; also checks that no
+  refusal changes the channel or payment state, and the probes above.
+- `node replay --corpus tests/data/attacks/policy-attacks.json --policy tests/data/attacks/policy.toml`:
+  the real proxy and signer processes with the enforcing policy; the refused steps must be
+  refused as `expected_outcome` says (a bad request or `status_fail` naming the rule).
+- `node replay --corpus tests/data/attacks/policy-attacks.json`: the signer in warn mode;
+  every step, refused ones included, must be answered as Core Lightning does.
+
+The channel cases share one channel: we fund 1 000 000 sat and push 200 000 sat,
+`option_static_remotekey` + `option_anchors_zero_fee_htlc_tx`, `to_self_delay` 144 both ways,
+2 500 sat/kw. Its history: commitment 0 at the opening; 1: we offer a 20 000 sat HTLC; 2: it
+is fulfilled; 3: the peer offers 30 000 sat; 4: fulfilled; 5: the fee rate rises. Each round
+is the funder's: we sign the peer's commitment `n`, the peer revokes `n - 1`, we validate our
+`n` and revoke `n - 1`.
+"#;
