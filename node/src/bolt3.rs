@@ -116,6 +116,21 @@ impl std::fmt::Display for ChannelKind {
     }
 }
 
+impl std::str::FromStr for ChannelKind {
+    type Err = String;
+
+    /// `static_remotekey` (or `static-remotekey`) and `anchors`.
+    fn from_str(s: &str) -> Result<ChannelKind, String> {
+        match s {
+            "static_remotekey" | "static-remotekey" => Ok(ChannelKind::StaticRemoteKey),
+            "anchors" => Ok(ChannelKind::Anchors),
+            other => Err(format!(
+                "unknown channel type {other:?}: expected static_remotekey or anchors"
+            )),
+        }
+    }
+}
+
 /// One side's channel keys: its funding key and its four basepoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelKeys {

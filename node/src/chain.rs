@@ -245,11 +245,7 @@ impl Chain for Outbox {
             return Err(ChainError::Unsigned { txid, input });
         }
         let _g = self.guard();
-        if self
-            .broadcasts()?
-            .iter()
-            .any(|t| t.compute_txid() == txid)
-        {
+        if self.broadcasts()?.iter().any(|t| t.compute_txid() == txid) {
             return Ok(());
         }
         let mut utxos = self.read_utxos()?;
@@ -409,6 +405,9 @@ mod tests {
         std::fs::write(chain.utxo_path(), b"{").unwrap();
         assert!(matches!(chain.utxos(), Err(ChainError::Corrupt { .. })));
         std::fs::write(chain.outbox_path(), b"zz\n").unwrap();
-        assert!(matches!(chain.broadcasts(), Err(ChainError::Corrupt { .. })));
+        assert!(matches!(
+            chain.broadcasts(),
+            Err(ChainError::Corrupt { .. })
+        ));
     }
 }

@@ -51,6 +51,11 @@ pub enum Request {
         /// `anchors` or `static_remotekey`.
         channel_type: String,
     },
+    /// Records a wallet output (no chain backend: stands for a deposit on regtest).
+    Fund {
+        /// Its amount.
+        amount_sat: u64,
+    },
     /// Writes the encrypted static channel backup again.
     BackupExport,
     /// Decrypts and checks the static channel backup.
@@ -82,11 +87,19 @@ pub struct Reply {
 impl Reply {
     /// A success.
     pub fn ok(result: serde_json::Value) -> Reply {
-        Reply { ok: true, result, error: None }
+        Reply {
+            ok: true,
+            result,
+            error: None,
+        }
     }
     /// A failure.
     pub fn err(e: impl ToString) -> Reply {
-        Reply { ok: false, result: serde_json::Value::Null, error: Some(e.to_string()) }
+        Reply {
+            ok: false,
+            result: serde_json::Value::Null,
+            error: Some(e.to_string()),
+        }
     }
 }
 
@@ -103,11 +116,15 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 /// Reads one request line from `sock` (at most 64 KiB).
 pub async fn read_request(sock: &mut BufReader<UnixStream>) -> io::Result<Option<Request>> {
     let mut line = String::new();
-    let n = tokio::io::AsyncReadExt::take(&mut *sock, 64 * 1024).read_line(&mut line).await?;
+    let n = tokio::io::AsyncReadExt::take(&mut *sock, 64 * 1024)
+        .read_line(&mut line)
+        .await?;
     if n == 0 {
         return Ok(None);
     }
-    serde_json::from_str(&line).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Writes one reply line.
@@ -120,7 +137,13 @@ pub async fn write_reply(sock: &mut BufReader<UnixStream>, reply: &Reply) -> io:
 /// Sends one request to the node at `path` and waits for its reply.
 pub async fn request(path: &Path, req: &Request) -> io::Result<Reply> {
     let sock = UnixStream::connect(path).await.map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot reach the node at {}: {e} (is `node run` running?)", path.display()))
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot reach the node at {}: {e} (is `node run` running?)",
+                path.display()
+            ),
+        )
     })?;
     let mut sock = BufReader::new(sock);
     let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
@@ -128,7 +151,10 @@ pub async fn request(path: &Path, req: &Request) -> io::Result<Reply> {
     sock.get_mut().write_all(&line).await?;
     let mut reply = String::new();
     if sock.read_line(&mut reply).await? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the node closed the socket"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the node closed the socket",
+        ));
     }
     serde_json::from_str(&reply).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
@@ -139,8 +165,18 @@ mod tests {
 
     #[test]
     fn json_forms() {
-        let r: Request = serde_json::from_str(r#"{"cmd":"invoice","amount_msat":5,"description":"x"}"#).unwrap();
-        assert_eq!(r, Request::Invoice { amount_msat: Some(5), description: "x".into() });
-        assert_eq!(serde_json::to_string(&Request::BackupVerify).unwrap(), r#"{"cmd":"backup_verify"}"#);
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"invoice","amount_msat":5,"description":"x"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Invoice {
+                amount_msat: Some(5),
+                description: "x".into()
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::BackupVerify).unwrap(),
+            r#"{"cmd":"backup_verify"}"#
+        );
     }
 }

@@ -29,7 +29,10 @@ pub enum DemoError {
 }
 
 fn fail(step: &str, why: impl ToString) -> DemoError {
-    DemoError::Step { step: step.into(), why: why.to_string() }
+    DemoError::Step {
+        step: step.into(),
+        why: why.to_string(),
+    }
 }
 
 /// One side of the demo: a node and its signer.
@@ -45,7 +48,9 @@ struct Side {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn run_tool(step: &str, program: &Path, args: &[&str]) -> Result<String, DemoError> {
@@ -82,7 +87,12 @@ impl Side {
         let out = run_tool(&step, &signer_bin, &["--data-dir", &s(&signer_dir), "init"]).await?;
         let node_id = out.lines().last().unwrap_or_default().trim().to_string();
         let tls = dir.join("vls-tls");
-        run_tool(&step, &sibling_binary("vls-proxy"), &["certs", "--dir", &s(&tls)]).await?;
+        run_tool(
+            &step,
+            &sibling_binary("vls-proxy"),
+            &["certs", "--dir", &s(&tls)],
+        )
+        .await?;
         let signer_tls = signer_dir.join("tls");
         std::fs::create_dir_all(&signer_tls).map_err(|e| fail(&step, e))?;
         for f in ["ca.pem", "signer.pem", "signer-key.pem"] {
@@ -101,15 +111,25 @@ impl Side {
     }
 
     fn log(&self, what: &str) -> Result<Stdio, DemoError> {
-        let f = std::fs::File::create(self.dir.parent().unwrap_or(&self.dir).join(format!("{what}.log")))
-            .map_err(|e| fail("log file", e))?;
+        let f = std::fs::File::create(
+            self.dir
+                .parent()
+                .unwrap_or(&self.dir)
+                .join(format!("{what}.log")),
+        )
+        .map_err(|e| fail("log file", e))?;
         Ok(Stdio::from(f))
     }
 
     fn start_node(&mut self) -> Result<(), DemoError> {
         let child = Command::new(sibling_binary("node"))
             .args(["--data-dir", &s(&self.dir), "run"])
-            .args(["--signer-port", &self.signer_port.to_string(), "--listen", &self.p2p.to_string()])
+            .args([
+                "--signer-port",
+                &self.signer_port.to_string(),
+                "--listen",
+                &self.p2p.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(self.log("node")?)
             .stderr(self.log("node.err")?)
@@ -135,10 +155,14 @@ impl Side {
     }
 
     async fn ask(&self, req: Request) -> Result<Value, DemoError> {
-        let cmd = serde_json::to_value(&req).ok().and_then(|v| v["cmd"].as_str().map(String::from));
+        let cmd = serde_json::to_value(&req)
+            .ok()
+            .and_then(|v| v["cmd"].as_str().map(String::from));
         let step = format!("{} {}", self.name, cmd.unwrap_or_default());
         let path = self.dir.join(CONTROL_SOCKET);
-        let r: Reply = control::request(&path, &req).await.map_err(|e| fail(&step, e))?;
+        let r: Reply = control::request(&path, &req)
+            .await
+            .map_err(|e| fail(&step, e))?;
         if !r.ok {
             return Err(fail(&step, r.error.unwrap_or_default()));
         }
@@ -153,7 +177,10 @@ impl Side {
                 return Ok(v);
             }
             if started.elapsed() > timeout {
-                return Err(fail(&format!("starting {}", self.name), "the node did not come up; see its logs"));
+                return Err(fail(
+                    &format!("starting {}", self.name),
+                    "the node did not come up; see its logs",
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -166,9 +193,15 @@ fn s(p: &Path) -> String {
 
 /// Runs the demo in a fresh temporary directory (kept with `--keep`).
 pub async fn run(keep: bool) -> Result<(), DemoError> {
-    let tmp = tempfile::Builder::new().prefix("vls-demo-").tempdir().map_err(|e| fail("temp dir", e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("vls-demo-")
+        .tempdir()
+        .map_err(|e| fail("temp dir", e))?;
     let root = tmp.path().to_path_buf();
-    println!("Remote signer demo: two nodes, each with its own vls-proxy and signer (files in {})", root.display());
+    println!(
+        "Remote signer demo: two nodes, each with its own vls-proxy and signer (files in {})",
+        root.display()
+    );
 
     let t = Instant::now();
     progress("creating two signers with new secrets, and TLS certificates for each link");
@@ -177,7 +210,9 @@ pub async fn run(keep: bool) -> Result<(), DemoError> {
     done(t);
 
     let t = Instant::now();
-    progress("starting the nodes (each spawns vls-proxy as lightningd spawns hsmd) and their signers");
+    progress(
+        "starting the nodes (each spawns vls-proxy as lightningd spawns hsmd) and their signers",
+    );
     for side in [&mut alice, &mut bob] {
         side.start_node()?;
         side.start_signer(1)?;
@@ -185,45 +220,93 @@ pub async fn run(keep: bool) -> Result<(), DemoError> {
     let a = alice.wait_ready(Duration::from_secs(60)).await?;
     let b = bob.wait_ready(Duration::from_secs(60)).await?;
     done(t);
-    println!("     alice {} (signer said {})", a["id"].as_str().unwrap_or("?"), alice.node_id);
-    println!("     bob   {} (signer said {})", b["id"].as_str().unwrap_or("?"), bob.node_id);
+    println!(
+        "     alice {} (signer said {})",
+        a["id"].as_str().unwrap_or("?"),
+        alice.node_id
+    );
+    println!(
+        "     bob   {} (signer said {})",
+        b["id"].as_str().unwrap_or("?"),
+        bob.node_id
+    );
+
+    let t = Instant::now();
+    progress("alice's wallet receives 2000000 sat (no chain backend: a recorded deposit)");
+    let f = alice
+        .ask(Request::Fund {
+            amount_sat: 2_000_000,
+        })
+        .await?;
+    done(t);
+    println!(
+        "     at {}, an address from the xpub alice's signer gave",
+        f["address"].as_str().unwrap_or("?")
+    );
 
     let t = Instant::now();
     progress("connecting alice to bob over BOLT 8 (static-key ECDH done by each signer)");
     let peer = format!("{}@{}", bob.node_id, bob.p2p);
-    match alice.ask(Request::Connect { peer }).await {
-        Ok(_) => done(t),
-        Err(e) => println!(" skipped: {e}"),
-    }
+    alice.ask(Request::Connect { peer }).await?;
+    done(t);
 
     let t = Instant::now();
-    progress("opening an anchors channel of 500000 sat from alice to bob");
-    let open = Request::Open { peer: bob.node_id.clone(), amount_sat: 500_000, channel_type: "anchors".into() };
-    match alice.ask(open).await {
-        Ok(v) => {
-            done(t);
-            println!("     {}", v);
-        }
-        Err(e) => println!(" skipped: {e}"),
-    }
+    progress("opening an anchors channel of 500000 sat from alice to bob (zero-conf)");
+    let open = Request::Open {
+        peer: bob.node_id.clone(),
+        amount_sat: 500_000,
+        channel_type: "anchors".into(),
+    };
+    let v = alice.ask(open).await?;
+    done(t);
+    println!(
+        "     channel {} funded by {}:{}, {}",
+        v["channel_id"].as_str().unwrap_or("?"),
+        v["funding_txid"].as_str().unwrap_or("?"),
+        v["funding_output"],
+        v["state"].as_str().unwrap_or("?")
+    );
+    println!(
+        "     the signed funding transaction is in {}",
+        alice.dir.join("outbox").display()
+    );
 
     let t = Instant::now();
     progress("bob creates an invoice signed by his signer");
-    let inv = bob.ask(Request::Invoice { amount_msat: Some(25_000_000), description: "demo coffee".into() }).await?;
+    let inv = bob
+        .ask(Request::Invoice {
+            amount_msat: Some(25_000_000),
+            description: "demo coffee".into(),
+        })
+        .await?;
     let bolt11 = inv["bolt11"].as_str().unwrap_or_default().to_string();
     done(t);
     println!("     {bolt11}");
 
     let t = Instant::now();
     progress("alice's signer preapproves paying it");
-    let paid = alice.ask(Request::Pay { invoice: bolt11.clone() }).await?;
+    let paid = alice
+        .ask(Request::Pay {
+            invoice: bolt11.clone(),
+        })
+        .await?;
     done(t);
     println!("     approved: {}", paid["approved"]);
 
     let t = Instant::now();
     progress("alice's signer is asked to preapprove 20 BTC: its policy refuses, and says why");
-    let big = bob.ask(Request::Invoice { amount_msat: Some(2_000_000_000_000), description: "too much".into() }).await?;
-    match alice.ask(Request::Pay { invoice: big["bolt11"].as_str().unwrap_or_default().into() }).await {
+    let big = bob
+        .ask(Request::Invoice {
+            amount_msat: Some(2_000_000_000_000),
+            description: "too much".into(),
+        })
+        .await?;
+    match alice
+        .ask(Request::Pay {
+            invoice: big["bolt11"].as_str().unwrap_or_default().into(),
+        })
+        .await
+    {
         Ok(_) => println!(" approved (unexpected)"),
         Err(e) => {
             done(t);
@@ -236,7 +319,11 @@ pub async fn run(keep: bool) -> Result<(), DemoError> {
     alice.ask(Request::BackupExport).await?;
     let v = alice.ask(Request::BackupVerify).await?;
     done(t);
-    println!("     {} channel(s) in {}", v["channels"], v["path"].as_str().unwrap_or("?"));
+    println!(
+        "     {} channel(s) in {}",
+        v["channels"],
+        v["path"].as_str().unwrap_or("?")
+    );
 
     let t = Instant::now();
     progress("killing alice's signer (SIGKILL) while alice keeps working, then restarting it");
@@ -246,7 +333,10 @@ pub async fn run(keep: bool) -> Result<(), DemoError> {
             let path = dir.join(CONTROL_SOCKET);
             let mut ok = 0;
             for i in 0..40 {
-                let req = Request::Invoice { amount_msat: Some(1_000 + i), description: format!("during restart {i}") };
+                let req = Request::Invoice {
+                    amount_msat: Some(1_000 + i),
+                    description: format!("during restart {i}"),
+                };
                 if matches!(control::request(&path, &req).await, Ok(r) if r.ok) {
                     ok += 1;
                 }
@@ -265,8 +355,13 @@ pub async fn run(keep: bool) -> Result<(), DemoError> {
     done(t);
     println!("     {ok} of 40 invoices created across the restart; alice saw no error");
 
-    println!("\nRound-trip latency of every signer call (node -> vls-proxy -> mTLS gRPC -> signer):");
-    println!("  {:<6} {:<42} {:>7} {:>9} {:>9}", "node", "message", "calls", "p50 us", "p99 us");
+    println!(
+        "\nRound-trip latency of every signer call (node -> vls-proxy -> mTLS gRPC -> signer):"
+    );
+    println!(
+        "  {:<6} {:<42} {:>7} {:>9} {:>9}",
+        "node", "message", "calls", "p50 us", "p99 us"
+    );
     for side in [&alice, &bob] {
         let stats = side.ask(Request::Stats).await?;
         for f in stats.as_array().cloned().unwrap_or_default() {

@@ -68,6 +68,12 @@ enum Command {
         /// Amount in millisatoshis.
         amount_msat: u64,
     },
+    /// Records a wallet output of this amount at a new wallet address. There is no chain
+    /// backend: on regtest this stands for a deposit.
+    Fund {
+        /// Amount in satoshis.
+        amount_sat: u64,
+    },
     /// Connects to a peer over BOLT 8.
     Connect {
         /// `node_id@host:port`.
@@ -128,6 +134,8 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Measures the signing path: latency, throughput, idle clients, recovery (JSON lines).
+    Bench(BenchArgs),
 }
 
 /// `node backup ...`.
@@ -145,7 +153,11 @@ enum BackupCommand {
 }
 
 /// Sends one request to the running node in `data_dir` and prints its result.
-fn control(rt: &tokio::runtime::Runtime, data_dir: &std::path::Path, req: node::control::Request) -> ExitCode {
+fn control(
+    rt: &tokio::runtime::Runtime,
+    data_dir: &std::path::Path,
+    req: node::control::Request,
+) -> ExitCode {
     let path = data_dir.join(node::control::CONTROL_SOCKET);
     match rt.block_on(node::control::request(&path, &req)) {
         Ok(r) if r.ok => {
@@ -185,11 +197,19 @@ fn main() -> ExitCode {
     let data_dir = absolute(cli.data_dir.clone());
     use node::control::Request as R;
     match cli.command {
-        Command::Run { signer_port, listen, proxy, cln_version, network } => {
+        Command::Run {
+            signer_port,
+            listen,
+            proxy,
+            cln_version,
+            network,
+        } => {
             let config = node::daemon::NodeConfig {
                 data_dir,
                 network,
-                proxy: proxy.map(absolute).unwrap_or_else(|| sibling_binary("vls-proxy")),
+                proxy: proxy
+                    .map(absolute)
+                    .unwrap_or_else(|| sibling_binary("vls-proxy")),
                 cln_version,
                 signer_port,
                 listen,
@@ -203,23 +223,44 @@ fn main() -> ExitCode {
             }
         }
         Command::Getinfo => control(&rt, &data_dir, R::Getinfo),
-        Command::Invoice { amount_msat, description } => {
-            control(&rt, &data_dir, R::Invoice { amount_msat, description })
-        }
+        Command::Invoice {
+            amount_msat,
+            description,
+        } => control(
+            &rt,
+            &data_dir,
+            R::Invoice {
+                amount_msat,
+                description,
+            },
+        ),
         Command::Pay { invoice } => control(&rt, &data_dir, R::Pay { invoice }),
         Command::Keysend { node, amount_msat } => {
             control(&rt, &data_dir, R::Keysend { node, amount_msat })
         }
+        Command::Fund { amount_sat } => control(&rt, &data_dir, R::Fund { amount_sat }),
         Command::Connect { peer } => control(&rt, &data_dir, R::Connect { peer }),
-        Command::Open { peer, amount_sat, channel_type } => {
-            control(&rt, &data_dir, R::Open { peer, amount_sat, channel_type })
-        }
+        Command::Open {
+            peer,
+            amount_sat,
+            channel_type,
+        } => control(
+            &rt,
+            &data_dir,
+            R::Open {
+                peer,
+                amount_sat,
+                channel_type,
+            },
+        ),
         Command::Backup(BackupCommand::Export) => control(&rt, &data_dir, R::BackupExport),
         Command::Backup(BackupCommand::Verify) => control(&rt, &data_dir, R::BackupVerify),
         Command::Backup(BackupCommand::Restore { path }) => control(
             &rt,
             &data_dir,
-            R::BackupRestore { path: absolute(path).to_string_lossy().into_owned() },
+            R::BackupRestore {
+                path: absolute(path).to_string_lossy().into_owned(),
+            },
         ),
         Command::Stats => control(&rt, &data_dir, R::Stats),
         Command::Stop => control(&rt, &data_dir, R::Stop),
@@ -280,6 +321,67 @@ fn main() -> ExitCode {
                     ExitCode::from(130)
                 }
             }
+        }
+        Command::Bench(args) => bench(&rt, args),
+    }
+}
+
+/// `node bench`.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Fewer iterations (under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// The corpus whose `channel_static_remotekey_we_open` case is signed for.
+    #[arg(long, value_name = "FILE", default_value = node::bench::DEFAULT_CORPUS)]
+    corpus: PathBuf,
+    /// The vls-proxy binary [default: next to this one, else from PATH].
+    #[arg(long, value_name = "PATH")]
+    proxy: Option<PathBuf>,
+    /// The signer binary [default: next to this one, else from PATH].
+    #[arg(long, value_name = "PATH")]
+    signer: Option<PathBuf>,
+    /// The Core Lightning version the proxy must print for --version.
+    #[arg(long, env = "VLS_CLN_VERSION", default_value = "v26.06.6")]
+    cln_version: String,
+    /// Only the operations whose name contains this (no idle clients, no restarts).
+    #[arg(long, value_name = "OP")]
+    only: Option<String>,
+}
+
+/// Runs `node bench`: one JSON line per figure on stdout.
+fn bench(rt: &tokio::runtime::Runtime, args: BenchArgs) -> ExitCode {
+    let cfg = node::bench::BenchConfig {
+        proxy: args
+            .proxy
+            .map(absolute)
+            .unwrap_or_else(|| sibling_binary("vls-proxy")),
+        signer: args
+            .signer
+            .map(absolute)
+            .unwrap_or_else(|| sibling_binary("signer")),
+        cln_version: args.cln_version,
+        corpus: absolute(args.corpus),
+        quick: args.quick,
+        only: args.only,
+    };
+    let result = rt.block_on(async {
+        let mut out = std::io::stdout();
+        tokio::select! {
+            r = node::bench::run(&cfg, &mut out) => Some(r),
+            // Dropping the benchmark kills its processes.
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    match result {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => {
+            eprintln!("node bench: {e}");
+            ExitCode::FAILURE
+        }
+        None => {
+            eprintln!("node bench: interrupted");
+            ExitCode::from(130)
         }
     }
 }

@@ -65,9 +65,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -390,9 +388,7 @@ pub mod serde_hex {
             }
         }
         /// Deserializes.
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<PublicKey>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PublicKey>, D::Error> {
             Option::<String>::deserialize(d)?
                 .map(|s| {
                     hex::decode(&s)
@@ -447,16 +443,12 @@ pub mod serde_hex {
             }
         }
         /// Deserializes.
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<Signature>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Signature>, D::Error> {
             Option::<String>::deserialize(d)?
                 .map(|s| {
                     hex::decode(&s)
                         .map_err(serde::de::Error::custom)
-                        .and_then(|b| {
-                            Signature::from_compact(&b).map_err(serde::de::Error::custom)
-                        })
+                        .and_then(|b| Signature::from_compact(&b).map_err(serde::de::Error::custom))
                 })
                 .transpose()
         }

@@ -134,7 +134,8 @@ impl Wallet {
     /// # Errors
     /// [`WalletError::BadIndex`] for an index of 2^31 or more.
     pub fn pubkey(&self, index: u32) -> Result<PublicKey, WalletError> {
-        let child = ChildNumber::from_normal_idx(index).map_err(|_| WalletError::BadIndex(index))?;
+        let child =
+            ChildNumber::from_normal_idx(index).map_err(|_| WalletError::BadIndex(index))?;
         self.base
             .ckd_pub(SECP256K1, child)
             .map(|x| x.public_key)
@@ -243,8 +244,7 @@ impl Wallet {
                 .collect(),
             output: outputs,
         };
-        let mut psbt =
-            Psbt::from_unsigned_tx(tx).map_err(|e| WalletError::Psbt(e.to_string()))?;
+        let mut psbt = Psbt::from_unsigned_tx(tx).map_err(|e| WalletError::Psbt(e.to_string()))?;
         for (input, u) in psbt.inputs.iter_mut().zip(&chosen) {
             input.witness_utxo = Some(TxOut {
                 value: u.amount(),
@@ -310,7 +310,11 @@ impl Wallet {
     }
 
     /// Checks the signer's PSBT against ours and puts its signatures into witnesses.
-    fn finalize(&self, funding: &UnsignedFunding, signed: &Psbt) -> Result<Transaction, WalletError> {
+    fn finalize(
+        &self,
+        funding: &UnsignedFunding,
+        signed: &Psbt,
+    ) -> Result<Transaction, WalletError> {
         let mut tx = funding.psbt.unsigned_tx.clone();
         if signed.unsigned_tx != tx {
             return Err(WalletError::BadSignature(format!(
@@ -401,7 +405,10 @@ mod tests {
         let child = xpriv
             .derive_priv(SECP256K1, &[ChildNumber::Normal { index: 3 }])
             .unwrap();
-        assert_eq!(w.pubkey(3).unwrap(), child.private_key.public_key(SECP256K1));
+        assert_eq!(
+            w.pubkey(3).unwrap(),
+            child.private_key.public_key(SECP256K1)
+        );
         assert!(w.address(3).unwrap().to_string().starts_with("bcrt1q"));
         assert!(matches!(w.pubkey(1 << 31), Err(WalletError::BadIndex(_))));
     }
@@ -422,7 +429,7 @@ mod tests {
         assert_eq!(f.change, Some((1, 9)));
         assert_eq!(tx.output[1].script_pubkey, w.script_pubkey(9).unwrap());
         // About 1000 sat/kw of a two-input, two-output transaction.
-        assert!((600..=800).contains(&f.fee_sat), "fee {}", f.fee_sat);
+        assert!((800..=900).contains(&f.fee_sat), "fee {}", f.fee_sat);
         assert!(f.psbt.inputs.iter().all(|i| i.witness_utxo.is_some()));
         assert_eq!(f.outpoint().vout, 0);
     }

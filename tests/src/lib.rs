@@ -137,3 +137,163 @@ pub fn replay_config(corpus: PathBuf) -> node::replay::ReplayConfig {
         verbose: false,
     }
 }
+
+/// A [`node::bench::RigConfig`] for `secret` with the built binaries: mutual TLS, a
+/// warn-only signer started at once, no metrics (change what a test needs).
+pub fn rig_config(secret: &[u8]) -> node::bench::RigConfig {
+    let b = binaries();
+    node::bench::RigConfig::new(&b.proxy, &b.signer, secret)
+}
+
+/// A TCP relay on loopback that a test controls, to put between the signer and the proxy.
+///
+/// It forwards bytes both ways until [`Relay::cut`]; then it forwards nothing in either
+/// direction and closes nothing, as a pulled cable or a dropped NAT entry: each end only
+/// learns of it from its own keepalive. [`Relay::heal`] resumes forwarding on every
+/// connection still open. A connection accepted during a cut reaches the upstream only once
+/// healed. Dropping the relay closes every connection.
+pub struct Relay {
+    /// The port to dial instead of the upstream's.
+    pub port: u16,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// A relay on a free loopback port to `127.0.0.1:upstream`.
+    ///
+    /// # Panics
+    /// If it cannot listen.
+    pub async fn start(upstream: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("relay listens");
+        let port = listener.local_addr().expect("relay address").port();
+        let cut = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let c = cut.clone();
+        let task = tokio::spawn(async move {
+            // Dropped (and every connection with it) when the relay is.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    a = listener.accept() => {
+                        if let Ok((down, _)) = a {
+                            conns.spawn(relay_connection(down, upstream, c.subscribe()));
+                        }
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        Relay { port, cut, task }
+    }
+
+    /// Stops forwarding, without closing anything.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Forwards again.
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay_connection(
+    down: tokio::net::TcpStream,
+    upstream: u16,
+    mut cut: tokio::sync::watch::Receiver<bool>,
+) {
+    if !relay_until(&mut cut, false).await {
+        return;
+    }
+    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let _ = (down.set_nodelay(true), up.set_nodelay(true));
+    let (dr, dw) = down.into_split();
+    let (ur, uw) = up.into_split();
+    tokio::join!(relay_pipe(dr, uw, cut.clone()), relay_pipe(ur, dw, cut));
+}
+
+/// Copies `from` to `to` while not cut; at EOF or an error, closes `to`'s write side.
+async fn relay_pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut cut: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if !relay_until(&mut cut, false).await {
+            return;
+        }
+        tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            // Cut: stop reading (what was read is on its way, as on a wire).
+            _ = relay_until(&mut cut, true) => {}
+        }
+    }
+}
+
+/// Waits until the relay is cut (`true`) or not (`false`); false if the relay is gone.
+async fn relay_until(cut: &mut tokio::sync::watch::Receiver<bool>, cut_state: bool) -> bool {
+    let ok = cut.wait_for(|c| *c == cut_state).await.is_ok();
+    ok
+}
+
+/// Polls `metric` of the rig's proxy until `pred` holds, for at most `within`; the last
+/// value, and whether `pred` held.
+pub async fn wait_metric(
+    rig: &node::bench::Rig,
+    metric: &str,
+    within: std::time::Duration,
+    pred: impl Fn(f64) -> bool,
+) -> (f64, bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let v = rig.metric(metric).await.unwrap_or(f64::NAN);
+        if pred(v) {
+            return (v, true);
+        }
+        if start.elapsed() > within {
+            return (v, false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The reference for a run: an in-process signer for `secret` under `policy`, its state in
+/// memory, initialized with the node's `init` request; and its reply to that init (which the
+/// node must get through the processes too).
+///
+/// # Panics
+/// If the init is refused.
+pub fn reference_signer(
+    secret: &[u8],
+    policy: signer::Policy,
+    init: &[u8],
+) -> (signer::Signer, Vec<u8>) {
+    let store = signer::Store::temporary().expect("in-memory store");
+    let s = signer::Signer::new(secret.to_vec(), store, policy);
+    let reply = s
+        .handle(&signer::ClientContext::master(), None, init)
+        .expect("the reference signer takes the init");
+    (s, reply)
+}

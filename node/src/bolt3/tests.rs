@@ -79,7 +79,9 @@ fn params(v: &Value, kind: ChannelKind) -> ChannelParams {
 
 /// The HTLCs `indexes` of the vectors' HTLC set, with their preimages.
 fn htlcs(v: &Value, indexes: &Value) -> Vec<(Htlc, [u8; 32])> {
-    let all = v["commitment_static_remotekey"]["htlcs"].as_array().unwrap();
+    let all = v["commitment_static_remotekey"]["htlcs"]
+        .as_array()
+        .unwrap();
     indexes
         .as_array()
         .unwrap()
@@ -133,7 +135,9 @@ fn static_remotekey_commitments_and_htlc_txs_match_appendix_c() {
     let common = &v["commitment_static_remotekey"]["common"];
     let dust = u(common, "local_dust_limit_satoshi");
     let funding_key = sk(common, "local_funding_privkey");
-    let cases = v["commitment_static_remotekey"]["cases"].as_array().unwrap();
+    let cases = v["commitment_static_remotekey"]["cases"]
+        .as_array()
+        .unwrap();
     assert_eq!(cases.len(), 16);
     let mut htlc_txs = 0;
     for case in cases {
@@ -164,7 +168,11 @@ fn static_remotekey_commitments_and_htlc_txs_match_appendix_c() {
             "{name}: the peer's signature does not verify"
         );
         let msg = commitment_sighash(&c.tx, &p).unwrap();
-        assert_eq!(SECP256K1.sign_ecdsa(&msg, &funding_key), local_sig, "{name}");
+        assert_eq!(
+            SECP256K1.sign_ecdsa(&msg, &funding_key),
+            local_sig,
+            "{name}"
+        );
         let signed = finalize_commitment(&c.tx, &p, &local_sig, &remote_sig);
         assert_eq!(serialize_hex(&signed), s(case, "commit_tx_hex"), "{name}");
 
@@ -172,7 +180,10 @@ fn static_remotekey_commitments_and_htlc_txs_match_appendix_c() {
         let built = c.htlc_transactions();
         assert_eq!(built.len(), expected.len(), "{name}: HTLC transactions");
         for (b, e) in built.iter().zip(expected) {
-            assert_eq!(u64::from(b.output.output_index), u(e, "commit_output_index"));
+            assert_eq!(
+                u64::from(b.output.output_index),
+                u(e, "commit_output_index")
+            );
             assert_eq!(b.is_timeout, s(e, "type") == "htlc-timeout", "{name}");
             let preimage = (!b.is_timeout).then(|| preimage_of(&hs, &b.output.htlc));
             let tx = b.with_witness(
@@ -242,7 +253,10 @@ fn funding_script_matches_appendix_b() {
         &pk(f, "remote_funding_pubkey"),
         &pk(f, "local_funding_pubkey"),
     );
-    assert_eq!(hex::encode(script.as_bytes()), s(f, "funding_witness_script"));
+    assert_eq!(
+        hex::encode(script.as_bytes()),
+        s(f, "funding_witness_script")
+    );
     let tx: Transaction = deserialize(&hex::decode(s(f, "funding_tx_hex")).unwrap()).unwrap();
     let out = &tx.output[u(f, "funding_output_index") as usize];
     assert_eq!(out.script_pubkey, script.to_p2wsh());
@@ -251,8 +265,8 @@ fn funding_script_matches_appendix_b() {
 
 #[test]
 fn channel_id_is_ldks() {
-    let txid = Txid::from_str("8984484a580b825b9972d7adb15050b3ab624ccd731946b3eeddb92f4e7ef6be")
-        .unwrap();
+    let txid =
+        Txid::from_str("8984484a580b825b9972d7adb15050b3ab624ccd731946b3eeddb92f4e7ef6be").unwrap();
     for vout in [0u32, 1, 258, 65535] {
         let ldk = lightning::ln::types::ChannelId::v1_from_funding_outpoint(LdkOutPoint {
             txid,
@@ -316,5 +330,12 @@ fn channel_kinds_round_trip_through_features() {
     let mut zeroconf = ChannelKind::Anchors.features();
     zeroconf.set_zero_conf_required();
     assert_eq!(ChannelKind::from_features(&zeroconf), None);
-    assert_eq!(ChannelKind::from_features(&ChannelTypeFeatures::empty()), None);
+    assert_eq!(
+        ChannelKind::from_features(&ChannelTypeFeatures::empty()),
+        None
+    );
+    for k in [ChannelKind::StaticRemoteKey, ChannelKind::Anchors] {
+        assert_eq!(k.to_string().parse::<ChannelKind>(), Ok(k));
+    }
+    assert!("anchor_outputs".parse::<ChannelKind>().is_err());
 }

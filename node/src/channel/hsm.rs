@@ -20,9 +20,7 @@ use crate::status::StatusEvent;
 use crate::subdaemon::Subdaemon;
 use bitcoin::psbt::Psbt;
 use bitcoin::Amount;
-use protocol::msgs::{
-    ForgetChannel, SetupChannel, SignRemoteCommitmentTx, ValidateCommitmentTx,
-};
+use protocol::msgs::{ForgetChannel, SetupChannel, SignRemoteCommitmentTx, ValidateCommitmentTx};
 use protocol::types::{
     AmountMsat, Basepoints, BitcoinSignature, BitcoinTx, ChannelType, NodeId, SighashFlag,
 };
@@ -44,15 +42,20 @@ pub(crate) async fn signer_error(
     if matches!(e, ClientError::Closed) {
         let deadline = tokio::time::Instant::now() + REASON_WAIT;
         loop {
-            let reason = hsmd.status().events().into_iter().skip(mark).find_map(|ev| match ev {
-                StatusEvent::ClientBadRequest {
-                    node_id,
-                    description,
-                    ..
-                } if peer.is_none_or(|p| p == node_id) => Some(description),
-                StatusEvent::Fail { message, .. } => Some(message),
-                _ => None,
-            });
+            let reason = hsmd
+                .status()
+                .events()
+                .into_iter()
+                .skip(mark)
+                .find_map(|ev| match ev {
+                    StatusEvent::ClientBadRequest {
+                        node_id,
+                        description,
+                        ..
+                    } if peer.is_none_or(|p| p == node_id) => Some(description),
+                    StatusEvent::Fail { message, .. } => Some(message),
+                    _ => None,
+                });
             if let Some(reason) = reason {
                 return ChannelError::SignerRefused { request, reason };
             }
@@ -66,7 +69,10 @@ pub(crate) async fn signer_error(
 }
 
 /// The commitment as Core Lightning sends it to hsmd.
-pub(crate) fn commitment_tx(params: &ChannelParams, c: &Commitment) -> Result<BitcoinTx, ChannelError> {
+pub(crate) fn commitment_tx(
+    params: &ChannelParams,
+    c: &Commitment,
+) -> Result<BitcoinTx, ChannelError> {
     let mut psbt = Psbt::from_unsigned_tx(c.tx.clone())
         .map_err(|e| ChannelError::Protocol(format!("commitment PSBT: {e}")))?;
     let input = psbt

@@ -91,7 +91,13 @@ mod tests {
         a.send(32, b"one").await.unwrap();
         a.send(33, b"two").await.unwrap();
         assert_eq!(b.recv().await.unwrap(), (32, b"one".to_vec()));
-        assert_eq!((&mut b).recv().await.unwrap(), (33, b"two".to_vec()));
+        let mut by_ref = &mut b;
+        assert_eq!(
+            <&mut MemoryIo as MessageIo>::recv(&mut by_ref)
+                .await
+                .unwrap(),
+            (33, b"two".to_vec())
+        );
         b.send(1, b"").await.unwrap();
         assert_eq!(a.recv().await.unwrap(), (1, Vec::new()));
         drop(a);

@@ -34,14 +34,17 @@
 //! broadcast the signer forgets the channel. A channel is saved to the store before its
 //! funding transaction is broadcast, and again once `channel_ready` came.
 
-mod flow;
+mod accept;
 mod hsm;
 pub mod io;
 pub mod msgs;
+mod open;
 pub mod record;
+mod session;
 
-pub use flow::{accept, accept_open_channel, open};
+pub use accept::{accept, accept_open_channel};
 pub use io::{memory_pair, MemoryClosed, MemoryIo, MessageIo};
+pub use open::open;
 pub use record::{ChannelConfig, ChannelRecord, ChannelState};
 
 use crate::bolt3::{Bolt3Error, ChannelKind};

@@ -140,4 +140,30 @@ impl ChannelRecord {
     pub fn is_ready(&self) -> bool {
         self.state == ChannelState::Ready
     }
+
+    /// What the static channel backup keeps of it, with the peer's known addresses.
+    pub fn to_backup(&self, peer_addresses: Vec<String>) -> crate::backup::ChannelRecord {
+        let basepoints = |k: &ChannelKeys| crate::backup::Basepoints {
+            revocation: k.revocation,
+            payment: k.payment,
+            htlc: k.htlc,
+            delayed_payment: k.delayed_payment,
+        };
+        crate::backup::ChannelRecord {
+            funding_outpoint: self.funding_outpoint,
+            peer_id: self.peer_id,
+            peer_addresses,
+            capacity_sat: self.capacity_sat,
+            we_initiated: self.we_opened,
+            channel_type: self.kind.feature_bits().to_vec(),
+            // The delay on our own output is the one the peer asked of us, and vice versa.
+            our_to_self_delay: self.theirs.to_self_delay,
+            their_to_self_delay: self.ours.to_self_delay,
+            dbid: self.dbid,
+            our_funding_pubkey: self.our_keys.funding,
+            their_funding_pubkey: self.their_keys.funding,
+            our_basepoints: basepoints(&self.our_keys),
+            their_basepoints: basepoints(&self.their_keys),
+        }
+    }
 }

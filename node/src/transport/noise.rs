@@ -499,7 +499,10 @@ impl Decryptor {
         if header.len() != LENGTH_HEADER_LEN {
             return Err(CipherError::HeaderLength(header.len()));
         }
-        let p = self.0.decrypt(header).ok_or(CipherError::BadTag("length"))?;
+        let p = self
+            .0
+            .decrypt(header)
+            .ok_or(CipherError::BadTag("length"))?;
         Ok(u16::from_be_bytes([p[0], p[1]]))
     }
 
@@ -600,7 +603,11 @@ mod tests {
             assert_eq!(ls.public_key(), pubkey(&t["ls_pub"]), "{name}");
             let e = SecretKey::from_slice(&h(&t["e_priv"])).unwrap();
             let (init, act1) = Initiator::new(ls.public_key(), &pubkey(&t["rs_pub"]), e);
-            assert_eq!(act1.to_vec(), h(&step(t, 1, "output").unwrap()["hex"]), "{name}");
+            assert_eq!(
+                act1.to_vec(),
+                h(&step(t, 1, "output").unwrap()["hex"]),
+                "{name}"
+            );
             let act2 = h(&step(t, 2, "input").unwrap()["hex"]);
             let r = init.read_act_two(&act2, &ls).await;
             match t.get("expected_error") {
@@ -645,7 +652,11 @@ mod tests {
                 (Err(got), None) => panic!("{name}: {got:?}"),
                 (Ok(x), _) => x,
             };
-            assert_eq!(act2.to_vec(), h(&step(t, 2, "output").unwrap()["hex"]), "{name}");
+            assert_eq!(
+                act2.to_vec(),
+                h(&step(t, 2, "output").unwrap()["hex"]),
+                "{name}"
+            );
             let act3 = h(&step(t, 3, "input").unwrap()["hex"]);
             match (wait3.read_act_three(&act3), expected) {
                 (Err(got), Some(err)) => {
@@ -720,7 +731,9 @@ mod tests {
         assert_eq!(who, a.public_key());
 
         let mut wire = Vec::new();
-        ta.encryptor.encrypt_message(b"\x00\x12abc", &mut wire).unwrap();
+        ta.encryptor
+            .encrypt_message(b"\x00\x12abc", &mut wire)
+            .unwrap();
         let len = tb.decryptor.decrypt_length(&wire[..18]).unwrap();
         assert_eq!(len, 5);
         let mut body = wire[18..].to_vec();

@@ -28,6 +28,9 @@ use tokio::net::TcpStream;
 /// How long a handshake may take, from the first byte sent or awaited to the last act.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a parting `warning` may take to write.
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// At most this many pings may wait for their pong.
 const MAX_PINGS_IN_FLIGHT: usize = 64;
 
@@ -267,16 +270,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Peer<S> {
         };
         let refusal = match theirs.combined_features().check() {
             Err(e) => Some(PeerError::Features(e)),
-            Ok(()) if !theirs.shares_a_chain_with(&ours.networks) => {
-                Some(PeerError::NoCommonChain)
-            }
+            Ok(()) if !theirs.shares_a_chain_with(&ours.networks) => Some(PeerError::NoCommonChain),
             Ok(()) => None,
         };
         if let Some(e) = refusal {
-            // Best effort: the connection is closed either way.
-            let _ = self
-                .send_unchecked(&Message::Warning(Notice::connection(&e.to_string())))
-                .await;
+            // Best effort, briefly (the peer may not be reading): the connection is closed
+            // either way.
+            let warning = Message::Warning(Notice::connection(&e.to_string()));
+            let _ = tokio::time::timeout(NOTICE_TIMEOUT, self.send_unchecked(&warning)).await;
             return Err(e);
         }
         Ok(self.remote_init.insert(theirs))
@@ -440,7 +441,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Peer<S> {
                     ),
                 },
                 Message::Unknown { msg_type, .. } if !(self.handles)(msg_type) => {
-                    if msg_type % 2 == 0 {
+                    if super::wire::is_even(u64::from(msg_type)) {
                         return Err(PeerError::UnknownEvenMessage(msg_type));
                     }
                     log::debug!(
@@ -486,13 +487,10 @@ mod tests {
     }
 
     async fn pair() -> (Peer<DuplexStream>, Peer<DuplexStream>) {
-        let (a, b) = tokio::io::duplex(64);
+        let (a, b) = tokio::io::duplex(256);
         let (ka, kb) = (key(1), key(2));
         let (pa, pb) = (ka.public_key(), kb.public_key());
-        let (ra, rb) = tokio::join!(
-            Peer::connect(a, &ka, pa, pb),
-            Peer::accept(b, &kb, pb)
-        );
+        let (ra, rb) = tokio::join!(Peer::connect(a, &ka, pa, pb), Peer::accept(b, &kb, pb));
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert_eq!(ra.remote_id(), &pb);
         assert_eq!(rb.remote_id(), &pa);
@@ -508,16 +506,21 @@ mod tests {
         (a, b)
     }
 
+    /// A peer task with the signer's ECDH can be spawned (compile-time check).
+    #[allow(dead_code)]
+    fn futures_are_send(stream: TcpStream, client: &crate::HsmClient, id: PublicKey) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(Peer::accept(stream, client, id));
+    }
+
     #[tokio::test]
     async fn pings_across_key_rotations() {
         let (mut a, mut b) = with_init().await;
-        // b answers pings while waiting for a's final warning.
+        // b answers pings (inside recv) while waiting for a's final warning.
         let responder = tokio::spawn(async move {
-            loop {
-                match b.recv().await.unwrap() {
-                    Message::Warning(n) => return (b, n),
-                    other => panic!("unexpected {other:?}"),
-                }
+            match b.recv().await.unwrap() {
+                Message::Warning(n) => (b, n),
+                other => panic!("unexpected {other:?}"),
             }
         });
         for i in 0..1200u16 {
@@ -540,8 +543,12 @@ mod tests {
         a.send_raw(&[0x01, 0x01, 9]).await.unwrap(); // odd 257: ignored
         a.send_raw(&[0, 19, 0, 0]).await.unwrap(); // pong nobody asked for: ignored
         a.ping(PONG_LIMIT, 0).await.unwrap(); // no pong asked for
-        a.send(&Message::Error(Notice::connection("x"))).await.unwrap();
-        assert!(matches!(b.recv().await.unwrap(), Message::Error(n) if n.channel_id == ALL_CHANNELS));
+        a.send(&Message::Error(Notice::connection("x")))
+            .await
+            .unwrap();
+        assert!(
+            matches!(b.recv().await.unwrap(), Message::Error(n) if n.channel_id == ALL_CHANNELS)
+        );
         a.send_raw(&[0x01, 0x00]).await.unwrap(); // even 256: fatal
         assert!(matches!(
             b.recv().await,
@@ -586,7 +593,10 @@ mod tests {
             Err(PeerError::Features(FeatureError::UnknownRequired(200)))
         ));
         assert!(rb.is_ok());
-        assert!(b.recv().await.is_ok_and(|m| matches!(m, Message::Warning(_))));
+        assert!(b
+            .recv()
+            .await
+            .is_ok_and(|m| matches!(m, Message::Warning(_))));
 
         // Something else first.
         let (mut a, mut b) = pair().await;
@@ -602,7 +612,7 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_node_id_fails_the_handshake() {
-        let (a, b) = tokio::io::duplex(64);
+        let (a, b) = tokio::io::duplex(256);
         let (ka, kb) = (key(1), key(2));
         let (pa, pb) = (ka.public_key(), kb.public_key());
         let wrong = key(3).public_key();
@@ -618,7 +628,10 @@ mod tests {
         assert!(
             matches!(
                 ra,
-                Err(PeerError::Handshake(HandshakeError::ActLength { act: 2, .. }))
+                Err(PeerError::Handshake(HandshakeError::ActLength {
+                    act: 2,
+                    ..
+                }))
             ),
             "{ra:?}"
         );

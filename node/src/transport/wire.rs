@@ -35,7 +35,7 @@ pub const PONG_LIMIT: u16 = 65532;
 /// Whether a message or TLV type is even ("it's OK to be odd": an even unknown type must
 /// not be ignored).
 pub const fn is_even(t: u64) -> bool {
-    t % 2 == 0
+    t.is_multiple_of(2)
 }
 
 /// Why bytes from a peer are not a valid message.
@@ -162,7 +162,10 @@ impl<'a> Reader<'a> {
             }
             0xfe => {
                 let b = self.bytes(4, field)?;
-                (u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])), 0x1_0000)
+                (
+                    u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+                    0x1_0000,
+                )
             }
             0xff => {
                 let mut a = [0u8; 8];
@@ -222,7 +225,7 @@ impl Features {
     }
 
     /// The features with these bits set.
-    pub fn from_bits(bits: &[u16]) -> Features {
+    pub fn from_bits(bits: &[u32]) -> Features {
         let mut f = Features::empty();
         for &b in bits {
             f.set(b);
@@ -245,8 +248,8 @@ impl Features {
     }
 
     /// Sets `bit`.
-    pub fn set(&mut self, bit: u16) {
-        let i = usize::from(bit / 8);
+    pub fn set(&mut self, bit: u32) {
+        let i = (bit / 8) as usize;
         if self.le.len() <= i {
             self.le.resize(i + 1, 0);
         }
@@ -254,22 +257,22 @@ impl Features {
     }
 
     /// Whether `bit` is set.
-    pub fn is_set(&self, bit: u16) -> bool {
+    pub fn is_set(&self, bit: u32) -> bool {
         self.le
-            .get(usize::from(bit / 8))
+            .get((bit / 8) as usize)
             .is_some_and(|b| b & (1 << (bit % 8)) != 0)
     }
 
     /// Whether the feature whose pair starts at the even bit `even` is set, compulsory or
     /// optional.
-    pub fn supports(&self, even: u16) -> bool {
+    pub fn supports(&self, even: u32) -> bool {
         self.is_set(even & !1) || self.is_set(even | 1)
     }
 
     /// The bits set, in increasing order.
-    pub fn bits(&self) -> impl Iterator<Item = u16> + '_ {
+    pub fn bits(&self) -> impl Iterator<Item = u32> + '_ {
         self.le.iter().enumerate().flat_map(|(i, b)| {
-            (0..8u16).filter_map(move |j| (b & (1 << j) != 0).then_some(i as u16 * 8 + j))
+            (0..8u32).filter_map(move |j| (b & (1 << j) != 0).then_some(i as u32 * 8 + j))
         })
     }
 
@@ -339,9 +342,9 @@ pub struct KnownFeature {
     /// The BOLT 9 name.
     pub name: &'static str,
     /// The compulsory (even) bit; the optional bit is `even + 1`.
-    pub even: u16,
+    pub even: u32,
     /// The even bits of the features it depends on.
-    pub depends_on: &'static [u16],
+    pub depends_on: &'static [u32],
 }
 
 /// The features this node knows (BOLT 9). A peer that requires any other closes the
@@ -389,7 +392,7 @@ pub const KNOWN_FEATURES: &[KnownFeature] = &[
     },
 ];
 
-fn known_feature(bit: u16) -> Option<&'static KnownFeature> {
+fn known_feature(bit: u32) -> Option<&'static KnownFeature> {
     KNOWN_FEATURES.iter().find(|f| f.even == bit & !1)
 }
 
@@ -399,7 +402,7 @@ fn known_feature(bit: u16) -> Option<&'static KnownFeature> {
 pub enum FeatureError {
     /// The peer requires a feature we do not know.
     #[error("the peer requires unknown feature bit {0}")]
-    UnknownRequired(u16),
+    UnknownRequired(u32),
     /// The peer sets a feature without one it depends on.
     #[error("the peer sets {feature} without {dependency}")]
     MissingDependency {
@@ -509,10 +512,7 @@ impl Init {
         put_u16_prefixed(&self.features.to_be_bytes(), out);
         let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
         if let Some(n) = &self.networks {
-            records.push((
-                TLV_NETWORKS,
-                n.iter().flat_map(|c| c.to_bytes()).collect(),
-            ));
+            records.push((TLV_NETWORKS, n.iter().flat_map(|c| c.to_bytes()).collect()));
         }
         if let Some(a) = &self.remote_addr {
             records.push((TLV_REMOTE_ADDR, a.clone()));
@@ -841,7 +841,24 @@ mod tests {
         assert_eq!(Features::node_default().check(), Ok(()));
         let g = Features::from_bits(&[3]);
         assert_eq!(f.union(&g).bits().collect::<Vec<_>>(), vec![0, 3, 17]);
-        assert_eq!(format!("{:?}", Features::from_bits(&[8, 13, 99])), "[\"var_onion_optin(req)\", \"option_static_remotekey(opt)\", \"bit99\"]");
+        assert_eq!(
+            format!("{:?}", Features::from_bits(&[8, 13, 99])),
+            "[\"var_onion_optin(req)\", \"option_static_remotekey(opt)\", \"bit99\"]"
+        );
+    }
+
+    #[test]
+    fn the_largest_feature_vector_does_not_overflow() {
+        let mut be = vec![0u8; usize::from(u16::MAX)];
+        be[0] = 0x80;
+        let f = Features::from_be_bytes(&be);
+        assert_eq!(f.bits().collect::<Vec<_>>(), vec![65535 * 8 - 1]);
+        assert_eq!(f.check(), Ok(()));
+        be[0] = 0x40;
+        assert_eq!(
+            Features::from_be_bytes(&be).check(),
+            Err(FeatureError::UnknownRequired(65535 * 8 - 2))
+        );
     }
 
     #[test]
@@ -928,7 +945,17 @@ mod tests {
     #[test]
     fn truncated_and_extended_messages() {
         assert_eq!(Message::decode(&[0]), Err(WireError::NoType));
-        for bad in ["0010", "001000", "00100001", "00100000000200", "0012", "001200010002", "0013ff", "0011", "000100"] {
+        for bad in [
+            "0010",
+            "001000",
+            "00100001",
+            "00100000000200",
+            "0012",
+            "001200010002",
+            "0013ff",
+            "0011",
+            "000100",
+        ] {
             let b = hex::decode(bad).unwrap();
             assert!(
                 matches!(Message::decode(&b), Err(WireError::Truncated { .. })),
