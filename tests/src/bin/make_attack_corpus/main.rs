@@ -316,7 +316,7 @@ fn write_case(case: &CaseBuilder, enforcing: &Policy) -> CaseOut {
                     hex::encode(reply)
                 );
                 out.expected_outcome = Some("reply");
-                out.expected_reply = Some(hex::encode(&reply));
+                out.expected_reply = Some(hex::encode(reply));
             }
             got => panic!("{name} step {i}: expected a refusal by {attack_rule}, got {got:?}"),
         }
