@@ -484,6 +484,20 @@ fn refusal(e: PaymentError) -> String {
 /// Runs the node until `stop` over its control socket (or the proxy exits).
 pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let node = Arc::new(Node::start(config).await?);
+    // Peers we know an address of are dialled again.
+    for peer in node.store.peers().unwrap_or_default() {
+        let Some(addr) = peer.addresses.first().cloned() else {
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let target = format!("{}@{addr}", peer.node_id);
+            match node.connect(&target).await {
+                Ok(_) => log::info!("reconnected to {target}"),
+                Err(e) => log::warn!("reconnecting to {target}: {e}"),
+            }
+        });
+    }
     if let Some(addr) = node.config.listen {
         let l = tokio::net::TcpListener::bind(addr).await?;
         log::info!("listening for peers on {addr}");

@@ -235,6 +235,10 @@ async fn relay_pipe(
             return;
         }
         tokio::select! {
+            // A cut is seen before anything more is read (what was read is on its way, as
+            // on a wire).
+            biased;
+            _ = relay_until(&mut cut, true) => {}
             r = from.read(&mut buf) => match r {
                 Ok(0) | Err(_) => {
                     let _ = to.shutdown().await;
@@ -246,8 +250,6 @@ async fn relay_pipe(
                     }
                 }
             },
-            // Cut: stop reading (what was read is on its way, as on a wire).
-            _ = relay_until(&mut cut, true) => {}
         }
     }
 }
@@ -296,4 +298,116 @@ pub fn reference_signer(
         .handle(&signer::ClientContext::master(), None, init)
         .expect("the reference signer takes the init");
     (s, reply)
+}
+
+/// The Python packages of the pyln venv, pinned: pyln-proto's BOLT 8, message and BOLT 11
+/// modules; bitstring 4.4 because pyln-proto's BOLT 11 decoder fails with bitstring 5.
+pub const PYLN_PIP_PACKAGES: &[&str] = &["pyln-proto==26.6.9", "bitstring==4.4.0"];
+
+fn run_setup(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+fn pyln_venv_works(dir: &Path) -> bool {
+    Command::new(dir.join("bin/python"))
+        .args([
+            "-c",
+            "import pyln.proto.wire, pyln.proto.message, pyln.proto.invoice",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Creates `dir` as a venv with [`PYLN_PIP_PACKAGES`], atomically: it is built beside and
+/// renamed into place, so concurrent test processes never see a half-made one.
+fn create_pyln_venv(dir: &Path) -> Result<(), String> {
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    run_setup(
+        Command::new(&python).arg("-m").arg("venv").arg(&tmp),
+        "python3 -m venv",
+    )
+    .map_err(|e| {
+        let hint = if e.contains("ensurepip") || e.contains("No module named venv") {
+            "\n=> python3's venv/ensurepip is missing: install it (Debian/Ubuntu: \
+             `apt-get install python3-venv`)"
+        } else {
+            ""
+        };
+        format!("{e}{hint}")
+    })?;
+    run_setup(
+        Command::new(tmp.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PYLN_PIP_PACKAGES),
+        "pip install (needs access to PyPI)",
+    )?;
+    if std::fs::rename(&tmp, dir).is_err() {
+        // Another process got there first.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if !pyln_venv_works(dir) {
+        return Err(format!("{} does not import pyln.proto", dir.display()));
+    }
+    Ok(())
+}
+
+/// The python of a venv with pyln-proto: `PYLN_VENV` (used as it is) or
+/// `<target>/pyln-venv`, created (once per test executable) if missing or broken.
+///
+/// Needs `python3` with the `venv` module and `ensurepip` (Debian/Ubuntu:
+/// `apt-get install python3-venv`), and access to PyPI for `pip install`, the first time.
+///
+/// A venv's scripts (`bin/pip`, ...) hard-code the path it was made at, so after the rename
+/// only `bin/python` is used (with `-m`), which finds its venv from its own location.
+///
+/// # Panics
+/// If the venv cannot be set up.
+pub fn pyln_python() -> &'static Path {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        if let Some(d) = std::env::var_os("PYLN_VENV") {
+            let dir = PathBuf::from(d);
+            assert!(
+                pyln_venv_works(&dir),
+                "PYLN_VENV={} cannot import pyln.proto (pip install {})",
+                dir.display(),
+                PYLN_PIP_PACKAGES.join(" ")
+            );
+            return dir.join("bin/python");
+        }
+        let dir = target_dir().join("pyln-venv");
+        if !pyln_venv_works(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Err(e) = create_pyln_venv(&dir) {
+                panic!(
+                    "cannot set up the pyln-proto venv at {}: {e}",
+                    dir.display()
+                );
+            }
+        }
+        dir.join("bin/python")
+    })
 }

@@ -1,6 +1,7 @@
 //! BOLT 8 / BOLT 1 interop with an independent implementation: Core Lightning's Python
-//! `pyln-proto`, installed from PyPI into a venv that this test creates
-//! (`<target>/pyln-venv`, reused when present; `PYLN_VENV` names another one).
+//! `pyln-proto`, installed from PyPI into a venv that the test suite creates
+//! ([`tests::pyln_python`]: `<target>/pyln-venv`, reused when present; `PYLN_VENV` names
+//! another one).
 //!
 //! Both ways — pyln connects to our node, our node connects to pyln — with `init`
 //! exchanged and 600 pings each way (over 1000 messages per direction: both keys rotate on
@@ -20,9 +21,8 @@ use node::transport::{connectd_client, Ecdh, Features, Init, Message, Notice, Pe
 use secp256k1::ecdh::SharedSecret;
 use secp256k1::{PublicKey, Secp256k1, SecretKey};
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -32,10 +32,6 @@ use tokio::process::Child;
 const PINGS: u16 = 600;
 /// How long one whole session may take.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(180);
-/// The Python packages, pinned: pyln-proto's BOLT 8 and message modules; bitstring 4.4
-/// because pyln-proto's BOLT 11 decoder fails with bitstring 5 (for tests that decode
-/// invoices with the same venv).
-const PIP_PACKAGES: &[&str] = &["pyln-proto==26.6.9", "bitstring==4.4.0"];
 /// pyln's node key.
 const PYLN_KEY: [u8; 32] = [0x33; 32];
 
@@ -62,112 +58,12 @@ fn pyln_id() -> PublicKey {
     )
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
-fn venv_works(dir: &Path) -> bool {
-    Command::new(dir.join("bin/python"))
-        .args(["-c", "import pyln.proto.wire, pyln.proto.message"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Creates `dir` as a venv with [`PIP_PACKAGES`], atomically: it is built beside and
-/// renamed into place, so concurrent test processes never see a half-made one.
-fn create_venv(dir: &Path) -> Result<(), String> {
-    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
-    run(
-        Command::new(&python).arg("-m").arg("venv").arg(&tmp),
-        "python3 -m venv",
-    )
-    .map_err(|e| {
-        let hint = if e.contains("ensurepip") || e.contains("No module named venv") {
-            "\n=> python3's venv/ensurepip is missing: install it (Debian/Ubuntu: \
-             `apt-get install python3-venv`)"
-        } else {
-            ""
-        };
-        format!("{e}{hint}")
-    })?;
-    run(
-        Command::new(tmp.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(PIP_PACKAGES),
-        "pip install (needs access to PyPI)",
-    )?;
-    if std::fs::rename(&tmp, dir).is_err() {
-        // Another process got there first.
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    if !venv_works(dir) {
-        return Err(format!("{} does not import pyln.proto", dir.display()));
-    }
-    Ok(())
-}
-
-/// The venv's python: `PYLN_VENV` (used as it is) or `<target>/pyln-venv`, created if
-/// missing or broken.
-///
-/// A venv's scripts (`bin/pip`, ...) hard-code the path it was made at, so after the
-/// rename only `bin/python` is used (with `-m`), which finds its venv from its own
-/// location.
-fn venv_python() -> &'static Path {
-    static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        if let Some(d) = std::env::var_os("PYLN_VENV") {
-            let dir = PathBuf::from(d);
-            assert!(
-                venv_works(&dir),
-                "PYLN_VENV={} cannot import pyln.proto (pip install {})",
-                dir.display(),
-                PIP_PACKAGES.join(" ")
-            );
-            return dir.join("bin/python");
-        }
-        let dir = tests::target_dir().join("pyln-venv");
-        if !venv_works(&dir) {
-            let _ = std::fs::remove_dir_all(&dir);
-            if let Err(e) = create_venv(&dir) {
-                panic!(
-                    "cannot set up the pyln-proto venv at {}: {e}",
-                    dir.display()
-                );
-            }
-        }
-        dir.join("bin/python")
-    })
-}
-
 fn peer_script() -> PathBuf {
     tests::workspace_root().join("tests/py/peer.py")
 }
 
 fn pyln(args: &[String]) -> Child {
-    let mut cmd = tokio::process::Command::new(venv_python());
+    let mut cmd = tokio::process::Command::new(tests::pyln_python());
     cmd.arg(peer_script())
         .arg("--privkey")
         .arg(hex::encode(PYLN_KEY))
@@ -333,7 +229,7 @@ async fn our_node_connects_to_pyln() {
 /// `vls-proxy`, answered by the `signer` daemon.
 #[tokio::test]
 async fn both_ways_with_the_signer_holding_the_node_key() {
-    venv_python();
+    tests::pyln_python();
     let cfg = tests::replay_config(tests::data_file("conformance/cln-hsmd-golden.json"));
     let env = node::replay::env::CaseEnv::start(&cfg, "transport_pyln", &[0x42; 32], None)
         .await
