@@ -251,7 +251,7 @@ async fn futures_join_all<F: std::future::Future>(many: Vec<F>, one: F) -> Vec<F
 /// every one completes with its right reply once the link heals.
 #[tokio::test]
 async fn a_link_silent_for_30_seconds_is_noticed_and_requests_complete_after_it_heals() {
-    tokio::time::timeout(Duration::from_secs(100), silent_link())
+    tokio::time::timeout(Duration::from_secs(200), silent_link())
         .await
         .expect("the test is bounded");
 }
