@@ -671,9 +671,31 @@ struct OpFigure {
 /// CPU time per request of each process of the full path, in microseconds.
 #[derive(Serialize, Debug, Clone, Copy)]
 struct CpuPerOp {
+    /// This process: the node's client (full path), or the handler itself (in-process).
     node: f64,
-    proxy: f64,
-    signer: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<f64>,
+}
+
+/// Clock ticks spent over `n` requests, in microseconds per request.
+fn ticks_per_op_us(ticks: u64, n: usize) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    round1(ticks as f64 / hz * 1e6 / n.max(1) as f64)
+}
+
+impl CpuPerOp {
+    /// In-process: this process's time since `since` (ticks of [`cpu_ticks`]).
+    #[cfg_attr(not(feature = "inprocess-bench"), allow(dead_code))]
+    fn inprocess(since: u64, n: usize) -> CpuPerOp {
+        CpuPerOp {
+            node: ticks_per_op_us(cpu_ticks("self").saturating_sub(since), n),
+            proxy: None,
+            signer: None,
+        }
+    }
 }
 
 /// The CPU time (user + system, all threads) of the three processes so far, in clock ticks.
@@ -709,13 +731,11 @@ impl CpuSnapshot {
     /// The time each process spent since `self`, per request of `n`.
     fn per_op(&self, rig: &Rig, n: usize) -> CpuPerOp {
         let now = CpuSnapshot::take(rig);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let us = |a: u64, b: u64| round1(b.saturating_sub(a) as f64 / hz * 1e6 / n.max(1) as f64);
+        let us = |a: u64, b: u64| ticks_per_op_us(b.saturating_sub(a), n);
         CpuPerOp {
             node: us(self.node, now.node),
-            proxy: us(self.proxy, now.proxy),
-            signer: us(self.signer, now.signer),
+            proxy: Some(us(self.proxy, now.proxy)),
+            signer: Some(us(self.signer, now.signer)),
         }
     }
 }
@@ -1251,7 +1271,7 @@ fn raise_fd_limit() {
 /// The same operations on the signer's handler, called directly.
 #[cfg(feature = "inprocess-bench")]
 mod inprocess {
-    use super::{bench_peer, Op, OpFigure, Sizes, Workload};
+    use super::{bench_peer, cpu_ticks, CpuPerOp, Op, OpFigure, Sizes, Workload};
     use protocol::msgs::NewChannel;
     use protocol::Permissions;
     use signer::{ClientContext, Policy, Signer, Store};
@@ -1330,6 +1350,16 @@ mod inprocess {
     }
 
     pub(super) fn figures(work: &Workload, sizes: &Sizes) -> Result<Vec<OpFigure>, String> {
+        // The warn-mode policy warnings of the signing request would flood this process's
+        // log (the daemon writes them to its own log file).
+        let level = log::max_level();
+        log::set_max_level(log::LevelFilter::Error);
+        let r = measure(work, sizes);
+        log::set_max_level(level);
+        r
+    }
+
+    fn measure(work: &Workload, sizes: &Sizes) -> Result<Vec<OpFigure>, String> {
         let s = setup(work)?;
         let mut out = Vec::new();
         for &op in &sizes.ops {
@@ -1348,23 +1378,21 @@ mod inprocess {
                 once(&s.signer, &ctxs[0], &msg)?;
             }
             let mut lat = Vec::with_capacity(n);
+            let cpu = cpu_ticks("self");
             let started = Instant::now();
             for _ in 0..n {
                 let t = Instant::now();
                 once(&s.signer, &ctxs[0], &msg)?;
                 lat.push(t.elapsed().as_secs_f64() * 1e6);
             }
-            out.push(OpFigure::new(
-                op,
-                "inprocess",
-                1,
-                Some(1),
-                lat,
-                started.elapsed(),
-            ));
+            let elapsed = started.elapsed();
+            let cpu = CpuPerOp::inprocess(cpu, n);
+            out.push(OpFigure::new(op, "inprocess", 1, Some(1), lat, elapsed).with_cpu(cpu));
             // Two threads, each on its own channel.
+            let cpu = cpu_ticks("self");
             let (lat, elapsed) = two_threads(&s.signer, ctxs, &msg, sizes.duration)?;
-            out.push(OpFigure::new(op, "inprocess", 2, Some(2), lat, elapsed));
+            let cpu = CpuPerOp::inprocess(cpu, lat.len());
+            out.push(OpFigure::new(op, "inprocess", 2, Some(2), lat, elapsed).with_cpu(cpu));
         }
         Ok(out)
     }

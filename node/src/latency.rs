@@ -1,14 +1,14 @@
 //! Round-trip latency of every request to the signer, by message type, for the operator's
 //! report (`node run` prints it on `stats`; the demo prints it at the end).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// Samples kept per message type (the most recent ones).
 const KEPT: usize = 10_000;
 
-static SAMPLES: Mutex<BTreeMap<u16, Vec<u32>>> = Mutex::new(BTreeMap::new());
+static SAMPLES: Mutex<BTreeMap<u16, VecDeque<u32>>> = Mutex::new(BTreeMap::new());
 
 /// Records one round trip of a request of type `msg_type`.
 pub fn record(msg_type: u16, took: Duration) {
@@ -16,9 +16,9 @@ pub fn record(msg_type: u16, took: Duration) {
     let mut s = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
     let v = s.entry(msg_type).or_default();
     if v.len() >= KEPT {
-        v.remove(0);
+        v.pop_front();
     }
-    v.push(us);
+    v.push_back(us);
 }
 
 /// Latency figures of one message type.
@@ -40,7 +40,7 @@ pub fn snapshot() -> Vec<Figures> {
     s.iter()
         .filter(|(_, v)| !v.is_empty())
         .map(|(t, v)| {
-            let mut v = v.clone();
+            let mut v: Vec<u32> = v.iter().copied().collect();
             v.sort_unstable();
             let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
             Figures {

@@ -675,11 +675,17 @@ async fn lane_task<H: Handler>(
         let started = Instant::now();
         let msg_type = message.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
         let handler = handler.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            handler.handle(&client, Some(request_id), &message)
-        })
-        .await
-        .unwrap_or_else(|e| {
+        // Requests that change no state take microseconds of CPU and touch no disk: handled
+        // here, without a hand-off to the blocking pool (two thread wake-ups saved). Those
+        // that commit (or wait for the operator) go to the pool.
+        let inline = msg_type.is_some_and(|t| !crate::handler::changes_state(t));
+        let outcome = if inline {
+            Ok(handler.handle(&client, Some(request_id), &message))
+        } else {
+            tokio::task::spawn_blocking(move || handler.handle(&client, Some(request_id), &message))
+                .await
+        };
+        let outcome = outcome.unwrap_or_else(|e| {
             log::error!("request {request_id} on lane {lane}: the handler failed: {e}");
             Err(SignerError::BadRequest(format!(
                 "internal error: the handler failed ({e})"

@@ -231,7 +231,11 @@ fn run(settings: &Settings) -> Result<()> {
                 std::process::exit(1);
             });
         };
-        daemon::run(config, shutdown).await?;
+        // On a worker thread rather than the runtime's main thread: replies then need no
+        // hand-off between threads.
+        tokio::spawn(daemon::run(config, shutdown))
+            .await
+            .map_err(|e| e.to_string())??;
         Ok(())
     })
 }

@@ -202,7 +202,10 @@ async fn serve(cli: Cli) -> i32 {
         log::warn!("signer link without TLS: anyone who reaches {addr} can pose as the signer");
     }
     log::info!("waiting for the signer on {addr}");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // serve_with_incoming ignores the builder's TCP options: set them on the listener.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(proto::keepalive::HTTP2_KEEPALIVE_INTERVAL));
     let grpc = server.add_service(HsmdServer::new(server::HsmdService::new(
         router.clone(),
         status.clone(),

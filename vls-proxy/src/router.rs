@@ -280,7 +280,11 @@ impl Router {
             let mut map = lock(&self.inflight);
             let sent_on = match &*self.link.borrow() {
                 Link::Ready { stream, out } => out.send(req.clone()).ok().map(|_| *stream),
-                Link::Connected { stream, out } if early => {
+                // Before a signer's identity is checked, only the node's init goes out; other
+                // early requests (client_hsmfd) only while no init was ever answered.
+                Link::Connected { stream, out }
+                    if is_init || (early && lock(&self.pinned).is_none()) =>
+                {
                     out.send(req.clone()).ok().map(|_| *stream)
                 }
                 _ => None,
