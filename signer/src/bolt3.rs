@@ -7,9 +7,8 @@
 //! most 49 secrets are kept, and every secret received so far can be derived from them.
 
 use crate::keys::channel::{shachain_from_seed, MAX_COMMITMENT_NUMBER};
-use bitcoin::opcodes::all::{
-    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_IF,
-};
+use bitcoin::hashes::{hash160, Hash};
+use bitcoin::opcodes::all::*;
 use bitcoin::script::Builder;
 use bitcoin::ScriptBuf;
 use secp256k1::{PublicKey, Scalar, SECP256K1};
@@ -112,7 +111,7 @@ pub fn counterparty_secret(known: &BTreeMap<u64, Vec<u8>>, n: u64) -> Option<[u8
 
 /// BOLT 3 `revocationpubkey`: `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)` for revocation basepoint
 /// `R` and per-commitment point `P`.
-pub(crate) fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicKey> {
+pub fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicKey> {
     let factor = |a: &PublicKey, b: &PublicKey| {
         let hash: [u8; 32] = Sha256::new()
             .chain_update(a.serialize())
@@ -131,7 +130,7 @@ pub(crate) fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Opt
 }
 
 /// BOLT 3 `to_local` witness script.
-pub(crate) fn to_local_script(
+pub fn to_local_script(
     revocation: &PublicKey,
     to_self_delay: u16,
     delayed: &PublicKey,
@@ -147,6 +146,83 @@ pub(crate) fn to_local_script(
         .push_opcode(OP_ENDIF)
         .push_opcode(OP_CHECKSIG)
         .into_script()
+}
+
+/// BOLT 3 anchor witness script of a funding key.
+pub fn anchor_script(funding: &PublicKey) -> ScriptBuf {
+    Builder::new()
+        .push_slice(funding.serialize())
+        .push_opcode(OP_CHECKSIG)
+        .push_opcode(OP_IFDUP)
+        .push_opcode(OP_NOTIF)
+        .push_opcode(OP_PUSHNUM_16)
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_ENDIF)
+        .into_script()
+}
+
+/// BOLT 3 offered (by the commitment's owner) or received HTLC witness script;
+/// `payment_hash160` is `RIPEMD160(payment_hash)`.
+#[allow(clippy::too_many_arguments)]
+pub fn htlc_script(
+    offered: bool,
+    revocation: &PublicKey,
+    local_htlc: &PublicKey,
+    remote_htlc: &PublicKey,
+    payment_hash160: &[u8; 20],
+    cltv_expiry: u32,
+    anchors: bool,
+) -> ScriptBuf {
+    let revocation_hash = hash160::Hash::hash(&revocation.serialize()).to_byte_array();
+    let mut b = Builder::new()
+        .push_opcode(OP_DUP)
+        .push_opcode(OP_HASH160)
+        .push_slice(revocation_hash)
+        .push_opcode(OP_EQUAL)
+        .push_opcode(OP_IF)
+        .push_opcode(OP_CHECKSIG)
+        .push_opcode(OP_ELSE)
+        .push_slice(remote_htlc.serialize())
+        .push_opcode(OP_SWAP)
+        .push_opcode(OP_SIZE)
+        .push_int(32)
+        .push_opcode(OP_EQUAL);
+    b = if offered {
+        b.push_opcode(OP_NOTIF)
+            .push_opcode(OP_DROP)
+            .push_int(2)
+            .push_opcode(OP_SWAP)
+            .push_slice(local_htlc.serialize())
+            .push_int(2)
+            .push_opcode(OP_CHECKMULTISIG)
+            .push_opcode(OP_ELSE)
+            .push_opcode(OP_HASH160)
+            .push_slice(payment_hash160)
+            .push_opcode(OP_EQUALVERIFY)
+            .push_opcode(OP_CHECKSIG)
+            .push_opcode(OP_ENDIF)
+    } else {
+        b.push_opcode(OP_IF)
+            .push_opcode(OP_HASH160)
+            .push_slice(payment_hash160)
+            .push_opcode(OP_EQUALVERIFY)
+            .push_int(2)
+            .push_opcode(OP_SWAP)
+            .push_slice(local_htlc.serialize())
+            .push_int(2)
+            .push_opcode(OP_CHECKMULTISIG)
+            .push_opcode(OP_ELSE)
+            .push_opcode(OP_DROP)
+            .push_int(i64::from(cltv_expiry))
+            .push_opcode(OP_CLTV)
+            .push_opcode(OP_DROP)
+            .push_opcode(OP_CHECKSIG)
+            .push_opcode(OP_ENDIF)
+    };
+    if anchors {
+        b = b.push_int(1).push_opcode(OP_CSV).push_opcode(OP_DROP);
+    }
+    b.push_opcode(OP_ENDIF).into_script()
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@
 //! commitments of an unconfirmed splice, and after a splice that changed the channel value,
 //! are refused, so a node that splices runs `commitment-balance` in warn mode.
 
-use crate::bolt3::{revocation_pubkey, to_local_script};
+use crate::bolt3::{anchor_script, htlc_script, revocation_pubkey, to_local_script};
 use crate::context::ChannelKey;
 use crate::error::Result;
 use crate::handler::Req;
@@ -77,12 +77,8 @@ use crate::keys::ChannelSecrets;
 use crate::policy::Policy;
 use crate::psbt_sign::input_amount;
 use crate::store::{ChannelState, CommitmentBalance};
-use bitcoin::hashes::{hash160, ripemd160, Hash};
-use bitcoin::opcodes::all::{
-    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE,
-    OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_IFDUP, OP_NOTIF, OP_PUSHNUM_16,
-    OP_SIZE, OP_SWAP,
-};
+use bitcoin::hashes::{ripemd160, Hash};
+use bitcoin::opcodes::all::{OP_CHECKSIGVERIFY, OP_CSV};
 use bitcoin::script::Builder;
 use bitcoin::{CompressedPublicKey, ScriptBuf, Transaction};
 use protocol::msgs::SetupChannel;
@@ -670,82 +666,6 @@ impl Keys {
 
 fn p2wsh(script: ScriptBuf) -> ScriptBuf {
     ScriptBuf::new_p2wsh(&script.wscript_hash())
-}
-
-/// BOLT 3 anchor witness script of a funding key.
-fn anchor_script(funding: &PublicKey) -> ScriptBuf {
-    Builder::new()
-        .push_slice(funding.serialize())
-        .push_opcode(OP_CHECKSIG)
-        .push_opcode(OP_IFDUP)
-        .push_opcode(OP_NOTIF)
-        .push_opcode(OP_PUSHNUM_16)
-        .push_opcode(OP_CSV)
-        .push_opcode(OP_ENDIF)
-        .into_script()
-}
-
-/// BOLT 3 offered (by the commitment's owner) or received HTLC witness script;
-/// `payment_hash160` is `RIPEMD160(payment_hash)`.
-fn htlc_script(
-    offered: bool,
-    revocation: &PublicKey,
-    local_htlc: &PublicKey,
-    remote_htlc: &PublicKey,
-    payment_hash160: &[u8; 20],
-    cltv_expiry: u32,
-    anchors: bool,
-) -> ScriptBuf {
-    let revocation_hash = hash160::Hash::hash(&revocation.serialize()).to_byte_array();
-    let mut b = Builder::new()
-        .push_opcode(OP_DUP)
-        .push_opcode(OP_HASH160)
-        .push_slice(revocation_hash)
-        .push_opcode(OP_EQUAL)
-        .push_opcode(OP_IF)
-        .push_opcode(OP_CHECKSIG)
-        .push_opcode(OP_ELSE)
-        .push_slice(remote_htlc.serialize())
-        .push_opcode(OP_SWAP)
-        .push_opcode(OP_SIZE)
-        .push_int(32)
-        .push_opcode(OP_EQUAL);
-    b = if offered {
-        b.push_opcode(OP_NOTIF)
-            .push_opcode(OP_DROP)
-            .push_int(2)
-            .push_opcode(OP_SWAP)
-            .push_slice(local_htlc.serialize())
-            .push_int(2)
-            .push_opcode(OP_CHECKMULTISIG)
-            .push_opcode(OP_ELSE)
-            .push_opcode(OP_HASH160)
-            .push_slice(payment_hash160)
-            .push_opcode(OP_EQUALVERIFY)
-            .push_opcode(OP_CHECKSIG)
-            .push_opcode(OP_ENDIF)
-    } else {
-        b.push_opcode(OP_IF)
-            .push_opcode(OP_HASH160)
-            .push_slice(payment_hash160)
-            .push_opcode(OP_EQUALVERIFY)
-            .push_int(2)
-            .push_opcode(OP_SWAP)
-            .push_slice(local_htlc.serialize())
-            .push_int(2)
-            .push_opcode(OP_CHECKMULTISIG)
-            .push_opcode(OP_ELSE)
-            .push_opcode(OP_DROP)
-            .push_int(i64::from(cltv_expiry))
-            .push_opcode(OP_CLTV)
-            .push_opcode(OP_DROP)
-            .push_opcode(OP_CHECKSIG)
-            .push_opcode(OP_ENDIF)
-    };
-    if anchors {
-        b = b.push_int(1).push_opcode(OP_CSV).push_opcode(OP_DROP);
-    }
-    b.push_opcode(OP_ENDIF).into_script()
 }
 
 /// The stored `setup_channel` of a channel, if it was set up.

@@ -3,12 +3,8 @@
 //! sides (ours from the signer's secret, the peer's from a seed), outputs in BOLT 3 order and
 //! the obscured commitment number in locktime and sequence.
 
-use bitcoin::hashes::{hash160, ripemd160, sha256, Hash};
-use bitcoin::opcodes::all::{
-    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE,
-    OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_IFDUP, OP_NOTIF, OP_PUSHNUM_16,
-    OP_SIZE, OP_SWAP,
-};
+use bitcoin::hashes::{ripemd160, sha256, Hash};
+use bitcoin::opcodes::all::{OP_CHECKSIGVERIFY, OP_CSV};
 use bitcoin::psbt::Psbt;
 use bitcoin::script::Builder;
 use bitcoin::sighash::EcdsaSighashType;
@@ -21,8 +17,9 @@ use protocol::types::{
     AmountMsat, Basepoints, BitcoinSignature, BitcoinTx, ChannelType, HsmHtlc, NodeId, Secret,
     Side, SighashFlag,
 };
-use secp256k1::{PublicKey, Scalar, SecretKey, SECP256K1};
+use secp256k1::{PublicKey, SecretKey, SECP256K1};
 use signer::bolt3::funding_redeem_script;
+use signer::bolt3::{anchor_script, htlc_script, revocation_pubkey, to_local_script};
 use signer::keys::channel::derive_simple_pubkey;
 use signer::keys::{ChannelSecrets, KeyManager};
 use signer::sign::{segwit_v0_sighash, sign_ecdsa_cln_grind};
@@ -555,7 +552,7 @@ impl Scripts {
                 ours.htlc,
             ),
         };
-        let revocation = revocation_pubkey(&revocation_base, p);
+        let revocation = revocation_pubkey(&revocation_base, p).expect("valid points");
         let delayed = derive_simple_pubkey(&owner_delayed, p).expect("tweak");
         let to_local_wscript = to_local_script(&revocation, TO_SELF_DELAY, &delayed);
         let to_local = p2wsh(&to_local_wscript);
@@ -598,6 +595,7 @@ impl Scripts {
             &self.other_htlc,
             &hash,
             h.cltv_expiry,
+            true,
         ))
     }
 }
@@ -617,112 +615,6 @@ pub fn pubkey(byte: u8) -> PublicKey {
     SecretKey::from_slice(&[byte; 32])
         .expect("valid key")
         .public_key(SECP256K1)
-}
-
-/// BOLT 3 `revocationpubkey`: `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)`.
-fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> PublicKey {
-    let factor = |a: &PublicKey, b: &PublicKey| {
-        let h = sha256::Hash::hash(&[a.serialize(), b.serialize()].concat());
-        Scalar::from_be_bytes(h.to_byte_array()).expect("in range")
-    };
-    let a = basepoint
-        .mul_tweak(SECP256K1, &factor(basepoint, point))
-        .expect("tweak");
-    let b = point
-        .mul_tweak(SECP256K1, &factor(point, basepoint))
-        .expect("tweak");
-    a.combine(&b).expect("sum")
-}
-
-/// BOLT 3 `to_local` witness script.
-fn to_local_script(revocation: &PublicKey, delay: u16, delayed: &PublicKey) -> ScriptBuf {
-    Builder::new()
-        .push_opcode(OP_IF)
-        .push_slice(revocation.serialize())
-        .push_opcode(OP_ELSE)
-        .push_int(i64::from(delay))
-        .push_opcode(OP_CSV)
-        .push_opcode(OP_DROP)
-        .push_slice(delayed.serialize())
-        .push_opcode(OP_ENDIF)
-        .push_opcode(OP_CHECKSIG)
-        .into_script()
-}
-
-/// BOLT 3 anchor witness script of a funding key.
-fn anchor_script(funding: &PublicKey) -> ScriptBuf {
-    Builder::new()
-        .push_slice(funding.serialize())
-        .push_opcode(OP_CHECKSIG)
-        .push_opcode(OP_IFDUP)
-        .push_opcode(OP_NOTIF)
-        .push_opcode(OP_PUSHNUM_16)
-        .push_opcode(OP_CSV)
-        .push_opcode(OP_ENDIF)
-        .into_script()
-}
-
-/// BOLT 3 offered (by the commitment's owner) or received HTLC witness script of an anchors
-/// channel; `payment_hash160` is `RIPEMD160(payment_hash)`.
-fn htlc_script(
-    offered: bool,
-    revocation: &PublicKey,
-    local_htlc: &PublicKey,
-    remote_htlc: &PublicKey,
-    payment_hash160: &[u8; 20],
-    cltv_expiry: u32,
-) -> ScriptBuf {
-    let revocation_hash = hash160::Hash::hash(&revocation.serialize()).to_byte_array();
-    let mut b = Builder::new()
-        .push_opcode(OP_DUP)
-        .push_opcode(OP_HASH160)
-        .push_slice(revocation_hash)
-        .push_opcode(OP_EQUAL)
-        .push_opcode(OP_IF)
-        .push_opcode(OP_CHECKSIG)
-        .push_opcode(OP_ELSE)
-        .push_slice(remote_htlc.serialize())
-        .push_opcode(OP_SWAP)
-        .push_opcode(OP_SIZE)
-        .push_int(32)
-        .push_opcode(OP_EQUAL);
-    b = if offered {
-        b.push_opcode(OP_NOTIF)
-            .push_opcode(OP_DROP)
-            .push_int(2)
-            .push_opcode(OP_SWAP)
-            .push_slice(local_htlc.serialize())
-            .push_int(2)
-            .push_opcode(OP_CHECKMULTISIG)
-            .push_opcode(OP_ELSE)
-            .push_opcode(OP_HASH160)
-            .push_slice(payment_hash160)
-            .push_opcode(OP_EQUALVERIFY)
-            .push_opcode(OP_CHECKSIG)
-            .push_opcode(OP_ENDIF)
-    } else {
-        b.push_opcode(OP_IF)
-            .push_opcode(OP_HASH160)
-            .push_slice(payment_hash160)
-            .push_opcode(OP_EQUALVERIFY)
-            .push_int(2)
-            .push_opcode(OP_SWAP)
-            .push_slice(local_htlc.serialize())
-            .push_int(2)
-            .push_opcode(OP_CHECKMULTISIG)
-            .push_opcode(OP_ELSE)
-            .push_opcode(OP_DROP)
-            .push_int(i64::from(cltv_expiry))
-            .push_opcode(OP_CLTV)
-            .push_opcode(OP_DROP)
-            .push_opcode(OP_CHECKSIG)
-            .push_opcode(OP_ENDIF)
-    };
-    b.push_int(1)
-        .push_opcode(OP_CSV)
-        .push_opcode(OP_DROP)
-        .push_opcode(OP_ENDIF)
-        .into_script()
 }
 
 /// A txid made of one repeated byte (a transaction outside the corpus).
