@@ -87,15 +87,7 @@ pub async fn accept_open_channel<P: MessageIo>(
         &mut progress,
     )
     .await;
-    if let Err(e) = &result {
-        if e.tell_peer() {
-            session.fail(e).await;
-        }
-        if !progress.saved {
-            signer.forget().await;
-        }
-    }
-    result
+    conclude(&mut session, &signer, &progress, result).await
 }
 
 /// The peer's `open_channel` against BOLT 2 and `policy`; returns the channel type.

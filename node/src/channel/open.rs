@@ -63,15 +63,7 @@ pub async fn open<P: MessageIo>(
         &mut progress,
     )
     .await;
-    if let Err(e) = &result {
-        if e.tell_peer() {
-            session.fail(e).await;
-        }
-        if !progress.saved {
-            signer.forget().await;
-        }
-    }
-    result
+    conclude(&mut session, &signer, &progress, result).await
 }
 
 fn check_open_params(p: &OpenParams) -> Result<(), ChannelError> {

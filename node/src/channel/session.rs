@@ -98,6 +98,25 @@ pub(super) struct Progress {
     pub(super) saved: bool,
 }
 
+/// After an opening: on failure, tells the peer (unless it failed itself or is gone) and has
+/// the signer forget a channel that was never saved. Returns `result` unchanged.
+pub(super) async fn conclude<P: MessageIo, T>(
+    session: &mut Session<'_, P>,
+    signer: &ChannelSigner<'_>,
+    progress: &Progress,
+    result: Result<T, ChannelError>,
+) -> Result<T, ChannelError> {
+    if let Err(e) = &result {
+        if e.tell_peer() {
+            session.fail(e).await;
+        }
+        if !progress.saved {
+            signer.forget().await;
+        }
+    }
+    result
+}
+
 /// Wallet outputs promised to openings in progress in this process, so that two openings
 /// at once never fund from the same output (the second funding transaction could not be
 /// broadcast, and its peer would hold a channel that never exists).

@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 
 use bitcoin::hashes::Hash;
-use bitcoin::opcodes::all::OP_CHECKMULTISIG;
 use bitcoin::psbt::Psbt;
-use bitcoin::script::Builder;
 use bitcoin::{consensus, CompressedPublicKey, OutPoint, Script, ScriptBuf, Transaction, Txid};
 use secp256k1::{PublicKey, SecretKey, SECP256K1};
 
@@ -26,22 +24,6 @@ fn read_tx(wire: &mut Wire<'_>) -> (Transaction, Psbt) {
 
 fn read_psbt(wire: &mut Wire<'_>) -> Psbt {
     Psbt::deserialize(wire.var32()).expect("PSBT")
-}
-
-/// hsmd's `bitcoin_redeem_2of2`: the two funding keys sorted by their serialization.
-fn funding_script(ours: &PublicKey, theirs: &PublicKey) -> ScriptBuf {
-    let (a, b) = if ours.serialize() < theirs.serialize() {
-        (ours, theirs)
-    } else {
-        (theirs, ours)
-    };
-    Builder::new()
-        .push_int(2)
-        .push_slice(a.serialize())
-        .push_slice(b.serialize())
-        .push_int(2)
-        .push_opcode(OP_CHECKMULTISIG)
-        .into_script()
 }
 
 fn htlc_sighash_type(option_anchor_outputs: bool) -> EcdsaSighashType {
@@ -277,7 +259,8 @@ fn check(mut ex: Exchange<'_>) -> Option<&'static str> {
             let remote = req.pubkey();
             let index = if ex.kind == 29 { req.u32() as usize } else { 0 };
             let secrets = channel(&peer, dbid);
-            let script = funding_script(&secrets.basepoints().funding_pubkey, &remote);
+            let script =
+                crate::bolt3::funding_redeem_script(&secrets.basepoints().funding_pubkey, &remote);
             let (tx, psbt, script) = (&tx, &psbt, &script);
             let sighash_type = EcdsaSighashType::All;
             check_tx_sig(
