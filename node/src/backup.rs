@@ -718,7 +718,7 @@ mod tests {
     #[tokio::test]
     async fn the_key_comes_from_derive_secret_scb_secret() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let client = HsmClient::new(a, ClientInfo::MASTER, false);
+        let client = HsmClient::new(crate::client::test_socket(a), ClientInfo::MASTER, false);
         let server = tokio::spawn(async move {
             let req = tokio_io::read(&mut b).await.unwrap().unwrap();
             let reply = DeriveSecretReply::new(Secret([0x5c; 32])).encode().unwrap();

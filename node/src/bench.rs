@@ -15,7 +15,13 @@
 //! - `{"metric": "proxy_idle_clients", "clients", "rss_kb", "threads"}`: the proxy's memory
 //!   (`VmRSS`) and threads with no client but lightningd's, then with 1,000 idle clients;
 //! - `{"metric": "recovery_after_signer_restart_ms", ...}`: after a `kill -9` of the signer,
-//!   the time from starting it again to the reply of a request that waited meanwhile.
+//!   the time from starting it again to the reply of a request that waited meanwhile;
+//! - `{"metric": "ipc_round_trip", "transport": "unix"|"tcp", "n", "p50_us", "p99_us"}`:
+//!   the machine's floor, one byte there and back between two threads over a unix socket
+//!   pair and over TCP on loopback. A request on the full path makes two such round trips
+//!   (node ↔ proxy, proxy ↔ signer): when the cores are idle between requests, each one
+//!   pays for waking a sleeping core twice, which on a virtual machine costs far more than
+//!   the work itself.
 
 use crate::client::HsmClient;
 use crate::hsmd::{Hsmd, HsmdConfig, LogTarget};
@@ -914,6 +920,9 @@ pub async fn run(cfg: &BenchConfig, out: &mut impl Write) -> Result<(), String> 
 
     // In-process first, with nothing else running.
     inprocess_figures(&work, &sizes, out)?;
+    for figure in ipc_round_trips(sizes.latency_n)? {
+        emit(out, &figure)?;
+    }
 
     let mut rc = RigConfig::new(&cfg.proxy, &cfg.signer, &work.secret);
     rc.cln_version = cfg.cln_version.clone();
@@ -924,6 +933,67 @@ pub async fn run(cfg: &BenchConfig, out: &mut impl Write) -> Result<(), String> 
     }
     rig.teardown().await;
     r
+}
+
+/// The machine's floor for one round trip between two threads: see the module docs.
+#[derive(Serialize, Debug)]
+struct IpcFigure {
+    metric: &'static str,
+    transport: &'static str,
+    n: usize,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn ipc_round_trips(n: usize) -> Result<Vec<IpcFigure>, String> {
+    let err = |e: std::io::Error| format!("ipc round trip: {e}");
+    let (a, b) = std::os::unix::net::UnixStream::pair().map_err(err)?;
+    let unix = ping_pong(a, b, n).map_err(err)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
+    let a = std::net::TcpStream::connect(listener.local_addr().map_err(err)?).map_err(err)?;
+    let (b, _) = listener.accept().map_err(err)?;
+    a.set_nodelay(true).map_err(err)?;
+    b.set_nodelay(true).map_err(err)?;
+    let tcp = ping_pong(a, b, n).map_err(err)?;
+    Ok([("unix", unix), ("tcp", tcp)]
+        .into_iter()
+        .map(|(transport, mut lat)| {
+            lat.sort_by(f64::total_cmp);
+            IpcFigure {
+                metric: "ipc_round_trip",
+                transport,
+                n: lat.len(),
+                p50_us: round1(percentile(&lat, 0.50)),
+                p99_us: round1(percentile(&lat, 0.99)),
+            }
+        })
+        .collect())
+}
+
+/// `n` one-byte round trips from `a` to an echo thread on `b`; their latencies in µs.
+fn ping_pong<S>(mut a: S, mut b: S, n: usize) -> std::io::Result<Vec<f64>>
+where
+    S: std::io::Read + Write + Send + 'static,
+{
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut byte = [0u8; 1];
+        for _ in 0..n {
+            b.read_exact(&mut byte)?;
+            b.write_all(&byte)?;
+        }
+        Ok(())
+    });
+    let mut lat = Vec::with_capacity(n);
+    let mut byte = [0u8; 1];
+    for _ in 0..n {
+        let t = Instant::now();
+        a.write_all(&byte)?;
+        a.read_exact(&mut byte)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    echo.join()
+        .map_err(|_| std::io::Error::other("the echo thread panicked"))??;
+    Ok(lat)
 }
 
 #[cfg(feature = "inprocess-bench")]

@@ -310,7 +310,11 @@ mod tests {
     #[tokio::test]
     async fn typed_call_and_wrong_reply_type() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let c = HsmClient::new(a, crate::client::ClientInfo::MASTER, false);
+        let c = HsmClient::new(
+            crate::client::test_socket(a),
+            crate::client::ClientInfo::MASTER,
+            false,
+        );
         let server = tokio::spawn(async move {
             let req = tokio_io::read(&mut b).await.unwrap().unwrap();
             assert!(DeriveSecret::decode(&req).is_ok());

@@ -15,15 +15,13 @@
 use crate::fdpass::{recv_fd, FdRecv};
 use protocol::frame::{tokio_io, FrameError};
 use protocol::msgs::ClientHsmfdReply;
+use protocol::socket::{HsmdSocket, ReadHalf, WriteHalf};
 use protocol::types::NodeId;
 use protocol::{DecodeError, EncodeError, Permissions};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
@@ -123,7 +121,7 @@ enum Incoming {
 }
 
 struct Conn {
-    writer: OwnedWriteHalf,
+    writer: WriteHalf,
     incoming: mpsc::UnboundedReceiver<Incoming>,
     /// Replies owed to requests whose callers stopped waiting.
     pending: usize,
@@ -153,6 +151,12 @@ impl std::fmt::Debug for HsmClient {
     }
 }
 
+/// Our end of a test's `tokio::net::UnixStream::pair`, as a client socket.
+#[cfg(test)]
+pub(crate) fn test_socket(sock: tokio::net::UnixStream) -> HsmdSocket {
+    HsmdSocket::new(sock.into_std().unwrap()).unwrap()
+}
+
 fn is_closed_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -172,24 +176,46 @@ fn frame_error(e: FrameError) -> Incoming {
     }
 }
 
-/// Reads frames until the end; with `takes_fds`, a `hsmd_client_hsmfd_reply` is followed by
-/// receiving its descriptor.
-async fn read_loop(mut rd: OwnedReadHalf, takes_fds: bool, tx: mpsc::UnboundedSender<Incoming>) {
+/// The read side of a client: the socket itself on the master, which receives descriptors
+/// (a buffered read could swallow the byte that carries one), buffered elsewhere (one read
+/// per reply).
+trait FrameSource: tokio::io::AsyncRead + Unpin + Send + 'static {
+    /// The socket to receive a descriptor on, if this side takes them.
+    fn fd_socket(&self) -> Option<&ReadHalf>;
+}
+
+impl FrameSource for ReadHalf {
+    fn fd_socket(&self) -> Option<&ReadHalf> {
+        Some(self)
+    }
+}
+
+impl FrameSource for tokio::io::BufReader<ReadHalf> {
+    fn fd_socket(&self) -> Option<&ReadHalf> {
+        None
+    }
+}
+
+/// Room for any ordinary reply in one read; longer ones are read through.
+const READ_BUFFER: usize = 1024;
+
+/// Reads frames until the end; on a side that takes descriptors, a
+/// `hsmd_client_hsmfd_reply` is followed by receiving its descriptor.
+async fn read_loop(mut rd: impl FrameSource, tx: mpsc::UnboundedSender<Incoming>) {
     loop {
         let ev = match tokio_io::read(&mut rd).await {
             Ok(None) => Incoming::Closed,
             Err(e) => frame_error(e),
             Ok(Some(msg)) => {
                 let is_hsmfd_reply = msg.get(..2) == Some(&ClientHsmfdReply::TYPE.to_be_bytes());
-                if takes_fds && is_hsmfd_reply {
-                    match recv_fd(rd.as_ref()).await {
+                match rd.fd_socket().filter(|_| is_hsmfd_reply) {
+                    Some(sock) => match recv_fd(sock).await {
                         Ok(FdRecv::Fd(fd)) => Incoming::Frame(RawReply { msg, fd: Some(fd) }),
                         Ok(FdRecv::Eof | FdRecv::NoFd) => Incoming::FrameMissingFd,
                         Err(e) if is_closed_error(&e) => Incoming::FrameMissingFd,
                         Err(e) => Incoming::Failed(ClientError::Io(e)),
-                    }
-                } else {
-                    Incoming::Frame(RawReply { msg, fd: None })
+                    },
+                    None => Incoming::Frame(RawReply { msg, fd: None }),
                 }
             }
         };
@@ -208,10 +234,17 @@ async fn read_loop(mut rd: OwnedReadHalf, takes_fds: bool, tx: mpsc::UnboundedSe
 impl HsmClient {
     /// A client over `sock`. `takes_fds` is true for the master, which receives the
     /// descriptors of new clients. Must be called within a tokio runtime.
-    pub fn new(sock: UnixStream, info: ClientInfo, takes_fds: bool) -> HsmClient {
+    pub fn new(sock: HsmdSocket, info: ClientInfo, takes_fds: bool) -> HsmClient {
         let (rd, wr) = sock.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_loop(rd, takes_fds, tx));
+        let reader = if takes_fds {
+            tokio::spawn(read_loop(rd, tx))
+        } else {
+            tokio::spawn(read_loop(
+                tokio::io::BufReader::with_capacity(READ_BUFFER, rd),
+                tx,
+            ))
+        };
         let closed = Arc::new(AtomicBool::new(false));
         let conn = Conn {
             writer: wr,
@@ -230,9 +263,7 @@ impl HsmClient {
 
     /// A client over a descriptor passed by the proxy.
     pub fn from_fd(fd: OwnedFd, info: ClientInfo) -> Result<HsmClient, ClientError> {
-        let std = std::os::unix::net::UnixStream::from(fd);
-        std.set_nonblocking(true)?;
-        Ok(HsmClient::new(UnixStream::from_std(std)?, info, false))
+        Ok(HsmClient::new(HsmdSocket::from_fd(fd)?, info, false))
     }
 
     /// The identity and permissions this client was created with.
@@ -299,8 +330,8 @@ impl HsmClient {
     /// Stops sending: the proxy sees EOF on this fd (on the master, hsmd's cue to exit).
     /// Replies already on their way can still be read.
     pub async fn close(&self) -> Result<(), ClientError> {
-        let mut conn = self.conn.lock().await;
-        match conn.writer.shutdown().await {
+        let conn = self.conn.lock().await;
+        match conn.writer.shutdown() {
             Ok(()) => Ok(()),
             Err(e) if is_closed_error(&e) => Ok(()),
             Err(e) => Err(e.into()),
@@ -341,11 +372,13 @@ impl Drop for HsmClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixStream;
 
     #[tokio::test]
     async fn request_reply_and_eof() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let c = HsmClient::new(a, ClientInfo::MASTER, false);
+        let c = HsmClient::new(crate::client::test_socket(a), ClientInfo::MASTER, false);
         let server = tokio::spawn(async move {
             let req = tokio_io::read(&mut b).await.unwrap().unwrap();
             assert_eq!(req, b"\x00\x01ab");
@@ -368,7 +401,7 @@ mod tests {
     #[tokio::test]
     async fn late_reply_is_discarded() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let c = HsmClient::new(a, ClientInfo::MASTER, false);
+        let c = HsmClient::new(crate::client::test_socket(a), ClientInfo::MASTER, false);
         let first =
             tokio::time::timeout(std::time::Duration::from_millis(20), c.request(b"\x00\x01"));
         assert!(first.await.is_err());
@@ -386,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn oversized_frame_is_an_error() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let c = HsmClient::new(a, ClientInfo::MASTER, false);
+        let c = HsmClient::new(crate::client::test_socket(a), ClientInfo::MASTER, false);
         let server = tokio::spawn(async move {
             let _ = tokio_io::read(&mut b).await.unwrap().unwrap();
             b.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();

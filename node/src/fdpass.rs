@@ -6,10 +6,9 @@
 //! closed, never kept.
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use protocol::socket::ReadHalf;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use tokio::io::Interest;
-use tokio::net::UnixStream;
 
 /// What one `recvmsg` for a passed descriptor gave.
 #[derive(Debug)]
@@ -26,16 +25,8 @@ pub enum FdRecv {
 ///
 /// Must only be called when the next byte on the stream is that data byte: any other byte
 /// would be consumed.
-pub async fn recv_fd(sock: &UnixStream) -> io::Result<FdRecv> {
-    loop {
-        sock.readable().await?;
-        match sock.try_io(Interest::READABLE, || recv_once(sock.as_raw_fd())) {
-            Ok(r) => return Ok(r),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+pub async fn recv_fd(sock: &ReadHalf) -> io::Result<FdRecv> {
+    sock.read_with(|s| recv_once(s.as_raw_fd())).await
 }
 
 fn recv_once(fd: RawFd) -> io::Result<FdRecv> {
@@ -75,9 +66,12 @@ mod tests {
     use nix::sys::socket::{sendmsg, ControlMessage};
     use std::io::IoSlice;
 
+    use protocol::socket::HsmdSocket;
+
     #[tokio::test]
     async fn receives_a_passed_socket() {
-        let (a, b) = UnixStream::pair().unwrap();
+        let (b, a) = HsmdSocket::pair().unwrap();
+        let b = b.into_split().0;
         let (x, _y) = std::os::unix::net::UnixStream::pair().unwrap();
         let fds = [x.as_raw_fd()];
         sendmsg::<()>(
@@ -93,8 +87,9 @@ mod tests {
 
     #[tokio::test]
     async fn byte_without_fd_and_eof() {
-        let (a, b) = UnixStream::pair().unwrap();
-        a.try_write(&[0]).unwrap();
+        let (b, a) = HsmdSocket::pair().unwrap();
+        let b = b.into_split().0;
+        std::io::Write::write_all(&mut &a, &[0]).unwrap();
         assert!(matches!(recv_fd(&b).await.unwrap(), FdRecv::NoFd));
         drop(a);
         assert!(matches!(recv_fd(&b).await.unwrap(), FdRecv::Eof));

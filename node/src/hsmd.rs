@@ -11,6 +11,7 @@ use crate::client::{ClientError, ClientInfo, HsmClient};
 use crate::process::{Process, WaitError};
 use crate::status::StatusLog;
 use protocol::msgs::{ClientHsmfd, ClientHsmfdReply};
+use protocol::socket::HsmdSocket;
 use protocol::types::NodeId;
 use protocol::Permissions;
 use std::ffi::OsString;
@@ -277,7 +278,7 @@ impl Hsmd {
 
         let status = StatusLog::start(to_tokio(status_ours).map_err(SpawnError::Socket)?);
         let master = HsmClient::new(
-            to_tokio(master_ours).map_err(SpawnError::Socket)?,
+            HsmdSocket::new(master_ours).map_err(SpawnError::Socket)?,
             ClientInfo::MASTER,
             true,
         );

@@ -972,7 +972,11 @@ mod tests {
 
                 // Through the real client, against a fake proxy that checks the bytes.
                 let (a, mut b) = UnixStream::pair().unwrap();
-                let client = HsmClient::new(a, crate::client::ClientInfo::MASTER, false);
+                let client = HsmClient::new(
+                    crate::client::test_socket(a),
+                    crate::client::ClientInfo::MASTER,
+                    false,
+                );
                 let server = tokio::spawn(async move {
                     let got = tokio_io::read(&mut b).await.unwrap().unwrap();
                     tokio_io::write(&mut b, &reply).await.unwrap();

@@ -327,7 +327,7 @@ mod tests {
         n: usize,
     ) -> (HsmClient, JoinHandle<Vec<Message>>) {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let client = HsmClient::new(a, ClientInfo::MASTER, false);
+        let client = HsmClient::new(crate::client::test_socket(a), ClientInfo::MASTER, false);
         let server = tokio::spawn(async move {
             let mut seen = Vec::new();
             for _ in 0..n {

@@ -6,6 +6,8 @@
 //! - [`codec`]: the bounds-checked field reader and the [`codec::Wire`] trait;
 //! - [`frame`]: the 4-byte length prefix, read and written on blocking and tokio streams;
 //! - [`permissions`]: the `HSM_PERM_*` bits and which message needs which;
+//! - [`socket`]: an hsmd fd on tokio that wakes its task only for reads (runs in the
+//!   caller's runtime);
 //! - [`error`]: typed decode and encode errors;
 //! - [`json`]: JSON rendering of fields, for the decode tool and logs.
 
@@ -17,6 +19,8 @@ pub mod frame;
 pub mod json;
 pub mod msgs;
 pub mod permissions;
+#[cfg(feature = "tokio")]
+pub mod socket;
 pub mod types;
 
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};

@@ -5,13 +5,11 @@
 //! keepalive always), opens one `SignerStream` and answers every [`SignerRequest`] on it with
 //! one [`SignerResponse`] (see [`response`]).
 //!
-//! - **Ordering.** Each channel (the request context's peer id and dbid; the master client,
-//!   whose requests carry no context, is a channel of its own) has a *lane*: a queue and a
-//!   task that handles its requests one after the other, each in `spawn_blocking` (key
-//!   derivation, signing and redb commits are CPU and disk work). Different lanes run in
-//!   parallel. Lanes outlive a stream, so a request re-sent on a new stream queues behind its
-//!   first copy, which is still finishing; the reply cache then answers it. A lane that has
-//!   been idle for [`DaemonConfig::lane_idle_timeout`] with nothing in flight is dropped.
+//! - **Ordering and threads.** Requests are handled in order within a channel and in
+//!   parallel across channels ([`crate::lanes`]). The link itself (TLS, HTTP/2, the stream)
+//!   and the bookkeeping run on one thread, which also answers a lone stateless request
+//!   itself; bursts go to a pool of one thread per core, and requests that commit state to
+//!   tokio's blocking pool.
 //! - **Reconnects.** A dropped link is routine: it is logged and dialled again after an
 //!   exponential backoff with jitter ([`Reconnect`]), forever. The backoff starts over once a
 //!   stream has stayed up for [`Reconnect::stable_after`].
@@ -22,10 +20,11 @@
 //! Neither requests nor replies are logged (replies can carry secrets, e.g. ECDH results);
 //! only request ids, types, lanes and error descriptions are.
 
-use crate::context::{ChannelKey, ClientContext};
+use crate::context::ClientContext;
 use crate::error::SignerError;
 use crate::handler::Signer;
 use crate::keys::{Bip32Version, KeyError, KeyManager};
+use crate::lanes::{Job, Lanes};
 use crate::policy::Policy;
 use crate::secret::{HsmSecret, SecretError};
 use crate::store::Store;
@@ -38,14 +37,11 @@ use proto::tls::{ClientTls, TlsError, TlsPaths};
 use proto::tonic;
 use protocol::types::NodeId;
 use protocol::Permissions;
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::Streaming;
@@ -160,6 +156,9 @@ pub enum DaemonError {
     /// The TLS files are missing or unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The worker threads cannot be started.
+    #[error("cannot start the worker threads: {0}")]
+    Threads(#[source] std::io::Error),
     /// The proxy address is not usable.
     #[error("invalid proxy address {url:?}: {reason}")]
     Url {
@@ -208,10 +207,21 @@ pub async fn run(
             admin_path.display()
         ),
     }
-    let mut lanes = Lanes::new(signer, config.lane_idle_timeout);
+    // The I/O thread handles requests too: with it, one thread per core.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = cores.saturating_sub(1).max(1);
+    let mut lanes =
+        Lanes::new(signer, config.lane_idle_timeout, threads).map_err(DaemonError::Threads)?;
     let mut backoff = Backoff::new(config.reconnect);
     loop {
-        let end = serve_link(&endpoint, &mut lanes, &mut stop, config.shutdown_grace).await;
+        let end = serve_link(
+            &endpoint,
+            &mut lanes,
+            config.lane_idle_timeout,
+            &mut stop,
+            config.shutdown_grace,
+        )
+        .await;
         let reason = match end {
             LinkEnd::Shutdown => break,
             LinkEnd::Failed(reason) => reason,
@@ -407,6 +417,7 @@ enum LinkEnd {
 async fn serve_link(
     endpoint: &Endpoint,
     lanes: &mut Lanes<Signer>,
+    lane_idle_timeout: Duration,
     stop: &mut watch::Receiver<bool>,
     grace: Duration,
 ) -> LinkEnd {
@@ -433,9 +444,9 @@ async fn serve_link(
     let opened = Instant::now();
     log::info!("signer stream to the proxy open");
 
-    let mut tick = tokio::time::interval(lanes.idle_timeout.max(Duration::from_millis(10)) / 2);
+    let mut tick = tokio::time::interval(idle_check_every(lane_idle_timeout));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let reason = loop {
+    loop {
         tokio::select! {
             biased;
             _ = stopped(stop) => {
@@ -445,18 +456,84 @@ async fn serve_link(
                 close_gracefully(&mut inbound, grace).await;
                 return LinkEnd::Shutdown;
             }
-            message = inbound.message() => match message {
-                Ok(Some(request)) => lanes.dispatch(request, &out),
-                Ok(None) => break "the proxy ended the stream".to_string(),
-                Err(status) => break status.to_string(),
-            },
+            // Replies first: they free lanes and clients.
+            done = lanes.next_done() => lanes.complete(done),
+            message = inbound.message() => {
+                // Every request already received is taken at once; only the last may be
+                // handled on this thread (see `crate::lanes`).
+                let mut message = message;
+                loop {
+                    match message {
+                        Ok(Some(request)) => {
+                            let next = poll_once(inbound.message());
+                            dispatch(lanes, request, &out, next.is_none());
+                            match next {
+                                Some(m) => message = m,
+                                None => break,
+                            }
+                        }
+                        Ok(None) => return lost(opened, "the proxy ended the stream".to_string()),
+                        Err(status) => return lost(opened, status.to_string()),
+                    }
+                }
+            }
             _ = tick.tick() => lanes.drop_idle(),
         }
-    };
+    }
+}
+
+fn lost(opened: Instant, reason: String) -> LinkEnd {
     LinkEnd::Lost {
         lasted: opened.elapsed(),
         reason,
     }
+}
+
+/// How often idle lanes are looked for.
+fn idle_check_every(lane_idle_timeout: Duration) -> Duration {
+    lane_idle_timeout.max(Duration::from_millis(10)) / 2
+}
+
+/// The output of `fut` if it is ready right now. Used for the next message of a stream: a
+/// `Pending` poll only leaves a no-op waker behind, which the next real poll replaces.
+fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Hands `request` to its channel's lane; its response goes to `reply_to`. A request whose
+/// context is malformed is answered at once with an error.
+fn dispatch(
+    lanes: &mut Lanes<Signer>,
+    request: SignerRequest,
+    reply_to: &mpsc::UnboundedSender<SignerResponse>,
+    may_inline: bool,
+) {
+    let SignerRequest {
+        request_id,
+        context,
+        message,
+    } = request;
+    let client = match client_context(context.as_ref()) {
+        Ok(client) => client,
+        Err(e) => {
+            log::warn!("request {request_id} refused: {}", e.description());
+            let _ = reply_to.send(response(request_id, Err(e)));
+            return;
+        }
+    };
+    let key = (!client.is_master).then(|| client.channel_key());
+    let job = Job {
+        request_id,
+        client,
+        message,
+        reply_to: reply_to.clone(),
+    };
+    lanes.dispatch(key, job, may_inline);
 }
 
 /// After the signer's half is closed, waits (at most `grace`) for the proxy to close its half:
@@ -520,208 +597,10 @@ impl Backoff {
     }
 }
 
-/// What answers requests; [`Signer`] in production.
-trait Handler: Send + Sync + 'static {
-    fn handle(
-        &self,
-        client: &ClientContext,
-        request_id: Option<u64>,
-        request: &[u8],
-    ) -> Result<Vec<u8>, SignerError>;
-}
-
-impl Handler for Signer {
-    fn handle(
-        &self,
-        client: &ClientContext,
-        request_id: Option<u64>,
-        request: &[u8],
-    ) -> Result<Vec<u8>, SignerError> {
-        Signer::handle(self, client, request_id, request)
-    }
-}
-
-/// Which lane a request goes to: `None` is the master client.
-type LaneKey = Option<ChannelKey>;
-
-/// One request waiting in a lane, with the stream its response goes to.
-struct Job {
-    request_id: u64,
-    client: ClientContext,
-    message: Vec<u8>,
-    reply_to: mpsc::UnboundedSender<SignerResponse>,
-}
-
-struct Lane {
-    queue: mpsc::UnboundedSender<Job>,
-    /// Requests queued or being handled.
-    pending: Arc<AtomicUsize>,
-    last_used: Instant,
-    task: JoinHandle<()>,
-}
-
-/// Every channel's lane.
-struct Lanes<H> {
-    handler: Arc<H>,
-    idle_timeout: Duration,
-    lanes: HashMap<LaneKey, Lane>,
-}
-
-impl<H: Handler> Lanes<H> {
-    fn new(handler: Arc<H>, idle_timeout: Duration) -> Self {
-        Lanes {
-            handler,
-            idle_timeout,
-            lanes: HashMap::new(),
-        }
-    }
-
-    /// Queues `request` on its channel's lane; its response goes to `reply_to`. A request
-    /// whose context is malformed is answered at once with an error.
-    fn dispatch(
-        &mut self,
-        request: SignerRequest,
-        reply_to: &mpsc::UnboundedSender<SignerResponse>,
-    ) {
-        let SignerRequest {
-            request_id,
-            context,
-            message,
-        } = request;
-        let client = match client_context(context.as_ref()) {
-            Ok(client) => client,
-            Err(e) => {
-                log::warn!("request {request_id} refused: {}", e.description());
-                let _ = reply_to.send(response(request_id, Err(e)));
-                return;
-            }
-        };
-        let key = (!client.is_master).then(|| client.channel_key());
-        let mut job = Job {
-            request_id,
-            client,
-            message,
-            reply_to: reply_to.clone(),
-        };
-        loop {
-            let handler = &self.handler;
-            let lane = self
-                .lanes
-                .entry(key)
-                .or_insert_with(|| Lane::spawn(handler.clone(), key));
-            lane.last_used = Instant::now();
-            lane.pending.fetch_add(1, Ordering::SeqCst);
-            match lane.queue.send(job) {
-                Ok(()) => return,
-                // The lane's task is gone (it only ends when its queue closes, so this is
-                // defensive): start the lane afresh.
-                Err(mpsc::error::SendError(back)) => {
-                    job = back;
-                    self.lanes.remove(&key);
-                }
-            }
-        }
-    }
-
-    /// Drops the lanes idle for longer than the timeout with nothing in flight.
-    fn drop_idle(&mut self) {
-        let timeout = self.idle_timeout;
-        self.lanes.retain(|_, lane| {
-            lane.pending.load(Ordering::SeqCst) > 0 || lane.last_used.elapsed() < timeout
-        });
-    }
-
-    /// Closes every lane and waits until every queued request has been answered.
-    async fn finish(&mut self) {
-        let tasks: Vec<_> = self.lanes.drain().map(|(_, lane)| lane.task).collect();
-        for task in tasks {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Lane {
-    fn spawn<H: Handler>(handler: Arc<H>, key: LaneKey) -> Lane {
-        let (queue, jobs) = mpsc::unbounded_channel();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(lane_task(handler, key, jobs, pending.clone()));
-        Lane {
-            queue,
-            pending,
-            last_used: Instant::now(),
-            task,
-        }
-    }
-}
-
-/// Handles one lane's requests in order, each in `spawn_blocking`, until its queue closes.
-async fn lane_task<H: Handler>(
-    handler: Arc<H>,
-    key: LaneKey,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    pending: Arc<AtomicUsize>,
-) {
-    let lane = match &key {
-        None => "master".to_string(),
-        Some(k) => format!("{}/{}", k.peer_id, k.dbid),
-    };
-    while let Some(Job {
-        request_id,
-        client,
-        message,
-        reply_to,
-    }) = jobs.recv().await
-    {
-        let started = Instant::now();
-        let msg_type = message.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-        let handler = handler.clone();
-        // Requests that change no state take microseconds of CPU and touch no disk: handled
-        // here, without a hand-off to the blocking pool (two thread wake-ups saved). Those
-        // that commit (or wait for the operator) go to the pool.
-        let inline = msg_type.is_some_and(|t| !crate::handler::changes_state(t));
-        let outcome = if inline {
-            Ok(handler.handle(&client, Some(request_id), &message))
-        } else {
-            tokio::task::spawn_blocking(move || handler.handle(&client, Some(request_id), &message))
-                .await
-        };
-        let outcome = outcome.unwrap_or_else(|e| {
-            log::error!("request {request_id} on lane {lane}: the handler failed: {e}");
-            Err(SignerError::BadRequest(format!(
-                "internal error: the handler failed ({e})"
-            )))
-        });
-        let took = started.elapsed();
-        let msg_type = msg_type.map_or("?".to_string(), |t| t.to_string());
-        match &outcome {
-            Ok(_) => log::debug!(
-                "request {request_id} (type {msg_type}) on lane {lane}: answered in {took:.1?}"
-            ),
-            Err(e @ (SignerError::Temporary(_) | SignerError::Storage(_))) => log::info!(
-                "request {request_id} (type {msg_type}) on lane {lane}: temporary failure: {}",
-                e.description()
-            ),
-            // The policy already logged its one line naming the rule.
-            Err(e @ SignerError::Policy { .. }) => log::debug!(
-                "request {request_id} (type {msg_type}) on lane {lane}: refused: {}",
-                e.description()
-            ),
-            Err(e) => log::warn!(
-                "request {request_id} (type {msg_type}) on lane {lane}: refused: {}",
-                e.description()
-            ),
-        }
-        // A closed stream loses the response; the proxy sends the request again on the next.
-        let _ = reply_to.send(response(request_id, outcome));
-        pending.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::{FAIL_INTERNAL_ERROR, FAIL_MASTER_IO};
-    use std::sync::Mutex;
 
     #[test]
     fn absent_context_is_the_master() {
@@ -872,107 +751,5 @@ mod tests {
         assert_eq!(base, policy.max_delay);
         b.reset();
         assert!(b.next_delay() <= policy.initial_delay);
-    }
-
-    /// Records the order requests finish in; requests whose first byte is 0xff take 300 ms.
-    #[derive(Default)]
-    struct Recorder {
-        done: Mutex<Vec<u64>>,
-    }
-
-    impl Handler for Recorder {
-        fn handle(
-            &self,
-            _: &ClientContext,
-            id: Option<u64>,
-            request: &[u8],
-        ) -> Result<Vec<u8>, SignerError> {
-            if request.first() == Some(&0xff) {
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            self.done.lock().unwrap().push(id.unwrap());
-            Ok(request.to_vec())
-        }
-    }
-
-    fn request(id: u64, dbid: Option<u64>, message: Vec<u8>) -> SignerRequest {
-        let context = dbid.map(|dbid| HsmRequestContext {
-            peer_id: vec![3; 33],
-            dbid,
-            capabilities: 1,
-        });
-        SignerRequest {
-            request_id: id,
-            context,
-            message,
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn lanes_run_channels_in_parallel_and_each_in_order() {
-        let recorder = Arc::new(Recorder::default());
-        let mut lanes = Lanes::new(recorder.clone(), Duration::from_secs(60));
-        let (out, mut replies) = mpsc::unbounded_channel();
-        lanes.dispatch(request(1, Some(1), vec![0xff]), &out); // channel 1, slow
-        lanes.dispatch(request(2, Some(1), vec![0]), &out); // channel 1, after 1
-        lanes.dispatch(request(3, Some(2), vec![0]), &out); // channel 2, not held up
-        lanes.dispatch(request(4, None, vec![0]), &out); // master, not held up
-        lanes.dispatch(request(5, Some(1), vec![0]), &out); // channel 1, after 2
-        let mut order = Vec::new();
-        for _ in 0..5 {
-            order.push(replies.recv().await.unwrap().request_id);
-        }
-        let pos = |id| order.iter().position(|&x| x == id).unwrap();
-        assert!(pos(1) < pos(2) && pos(2) < pos(5), "{order:?}");
-        assert!(pos(3) < pos(1) && pos(4) < pos(1), "{order:?}");
-        assert_eq!(lanes.lanes.len(), 3);
-
-        // A bad context is answered at once, on no lane.
-        lanes.dispatch(
-            SignerRequest {
-                request_id: 6,
-                context: Some(HsmRequestContext {
-                    peer_id: vec![1; 5],
-                    dbid: 0,
-                    capabilities: 0,
-                }),
-                message: vec![0],
-            },
-            &out,
-        );
-        let r = replies.recv().await.unwrap();
-        assert_eq!(r.request_id, 6);
-        assert!(!r.error.is_empty());
-        assert_eq!(lanes.lanes.len(), 3);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn idle_lanes_are_dropped_but_not_busy_ones_and_finish_drains() {
-        let recorder = Arc::new(Recorder::default());
-        let mut lanes = Lanes::new(recorder.clone(), Duration::from_millis(50));
-        let (out, mut replies) = mpsc::unbounded_channel();
-        lanes.dispatch(request(1, Some(1), vec![0]), &out);
-        assert_eq!(replies.recv().await.unwrap().request_id, 1);
-        lanes.dispatch(request(2, Some(2), vec![0xff]), &out);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        lanes.drop_idle();
-        // Lane 1 was idle; lane 2 still has its slow request in flight.
-        assert_eq!(
-            lanes
-                .lanes
-                .keys()
-                .map(|k| k.unwrap().dbid)
-                .collect::<Vec<_>>(),
-            vec![2]
-        );
-        lanes.dispatch(request(3, Some(2), vec![0xff]), &out);
-        lanes.finish().await;
-        assert!(lanes.lanes.is_empty());
-        assert_eq!(*recorder.done.lock().unwrap(), vec![1, 2, 3]);
-        let ids: Vec<u64> = [replies.recv().await, replies.recv().await]
-            .into_iter()
-            .map(|r| r.unwrap().request_id)
-            .collect();
-        assert_eq!(ids, vec![2, 3]);
     }
 }

@@ -27,6 +27,7 @@ pub mod gossip;
 pub mod handler;
 mod handlers;
 pub mod keys;
+mod lanes;
 pub mod limits;
 pub mod policy;
 mod policy_channel;

@@ -208,7 +208,11 @@ fn read_passphrase(settings: &Settings) -> Result<Option<Zeroizing<Vec<u8>>>> {
 /// `signer run`: the daemon, until the first SIGINT or SIGTERM; a second one exits at once.
 fn run(settings: &Settings) -> Result<()> {
     let config = settings.daemon_config()?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    // One thread for the link and the bookkeeping; handlers run on the daemon's own threads
+    // (see `signer::daemon`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut interrupt = signal(SignalKind::interrupt())?;
@@ -231,11 +235,7 @@ fn run(settings: &Settings) -> Result<()> {
                 std::process::exit(1);
             });
         };
-        // On a worker thread rather than the runtime's main thread: replies then need no
-        // hand-off between threads.
-        tokio::spawn(daemon::run(config, shutdown))
-            .await
-            .map_err(|e| e.to_string())??;
+        daemon::run(config, shutdown).await?;
         Ok(())
     })
 }

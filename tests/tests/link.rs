@@ -77,7 +77,7 @@ async fn a_signer_with_another_secret_is_refused_and_the_node_sees_nothing_from_
 async fn another_secret() {
     let mut cfg = rig_config(&SECRET);
     cfg.metrics = true;
-    cfg.log_filter = "info,signer::daemon=debug".into();
+    cfg.log_filter = "info,signer::daemon=debug,signer::lanes=debug".into();
     let rig = Rig::start(cfg).await.expect("rig");
     let reference = init(&rig).await;
     let c1 = client(&rig, 1).await;
@@ -90,7 +90,12 @@ async fn another_secret() {
     let wrong_dir = rig.init_data_dir("wrong", &OTHER_SECRET).await.unwrap();
     let mark = rig.hsmd.status().mark();
     let wrong = rig
-        .spawn_signer(&wrong_dir, rig.port, "wrong", "info,signer::daemon=debug")
+        .spawn_signer(
+            &wrong_dir,
+            rig.port,
+            "wrong",
+            "info,signer::daemon=debug,signer::lanes=debug",
+        )
         .unwrap();
 
     let revoke = RevokeCommitmentTx::new(0).encode().unwrap();
@@ -261,7 +266,12 @@ async fn certificates_and_second_signer() {
     let connects = rig.metric("vls_proxy_signer_connects_total").await.unwrap();
     let second_dir = rig.init_data_dir("second", &SECRET).await.unwrap();
     let second = rig
-        .spawn_signer(&second_dir, rig.port, "second", "info,signer::daemon=debug")
+        .spawn_signer(
+            &second_dir,
+            rig.port,
+            "second",
+            "info,signer::daemon=debug,signer::lanes=debug",
+        )
         .unwrap();
     let until = Instant::now() + Duration::from_secs(3);
     let mut n = 0u64;
@@ -309,7 +319,7 @@ async fn an_approved_invoice_asked_again_is_answered_without_a_round_trip() {
 async fn preapproval_cache() {
     let mut cfg = rig_config(&SECRET);
     cfg.metrics = true;
-    cfg.log_filter = "info,signer::daemon=debug".into();
+    cfg.log_filter = "info,signer::daemon=debug,signer::lanes=debug".into();
     let rig = Rig::start(cfg).await.expect("rig");
     let reference = init(&rig).await;
     let master = rig.hsmd.master();

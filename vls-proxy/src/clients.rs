@@ -11,11 +11,11 @@ use crate::status::Status;
 use proto::hsmd::HsmRequestContext;
 use protocol::frame::tokio_io;
 use protocol::msgs::{ClientHsmfd, InitReplyFailure};
+use protocol::socket::{HsmdSocket, WriteHalf};
 use protocol::types::NodeId;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
-use tokio::net::UnixStream;
 use tokio::task::AbortHandle;
 
 /// Exit status after a `status_fail`, as Core Lightning's subdaemons exit
@@ -29,6 +29,9 @@ const FAIL_INTERNAL_ERROR: u8 = 3;
 
 /// Most clients served at once; lightningd has one per subdaemon per channel.
 pub const MAX_CLIENTS: usize = 65_536;
+/// Each client's read buffer: room for an ordinary request in one read (longer ones are
+/// read through); small, because lightningd keeps thousands of clients.
+const READ_BUFFER: usize = 1024;
 /// Global (dbid 0) clients besides the master, as in Core Lightning.
 const MAX_GLOBAL_CLIENTS: usize = 2;
 
@@ -83,8 +86,9 @@ impl Proxy {
 
     /// Serves lightningd's fd 3 until EOF (a clean stop) or a fatal error. EOF is noticed at
     /// once, even while a request waits for the signer.
-    pub async fn serve_master(self: Arc<Self>, sock: UnixStream) {
-        let (mut rd, mut wr) = sock.into_split();
+    pub async fn serve_master(self: Arc<Self>, sock: HsmdSocket) {
+        let (rd, mut wr) = sock.into_split();
+        let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
         let reader = self.clone();
         tokio::spawn(async move {
@@ -134,7 +138,7 @@ impl Proxy {
                     .await;
             }
             if let Some(req) = new_client {
-                if let Err(desc) = self.new_client(wr.as_ref(), req).await {
+                if let Err(desc) = self.new_client(&wr, req).await {
                     return self.fail(FAIL_INTERNAL_ERROR, desc).await;
                 }
             }
@@ -161,10 +165,12 @@ impl Proxy {
     /// Creates the client lightningd asked for and passes its fd.
     async fn new_client(
         self: &Arc<Self>,
-        master: &UnixStream,
+        master: &WriteHalf,
         req: ClientHsmfd,
     ) -> Result<(), String> {
-        let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        // lightningd's end stays blocking: subdaemons read and write their hsmd fd
+        // synchronously.
+        let (ours, theirs) = HsmdSocket::pair().map_err(|e| format!("socketpair: {e}"))?;
         let id = self
             .next_client
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -210,10 +216,12 @@ impl Proxy {
         id: u64,
         peer: NodeId,
         ctx: HsmRequestContext,
-        mut sock: UnixStream,
+        sock: HsmdSocket,
     ) {
+        let (rd, mut wr) = sock.into_split();
+        let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
         loop {
-            let msg = match tokio_io::read(&mut sock).await {
+            let msg = match tokio_io::read(&mut rd).await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
@@ -224,7 +232,7 @@ impl Proxy {
             match self.router.call(Some(ctx.clone()), msg.clone()).await {
                 Ok(reply) => {
                     self.router.metrics.done();
-                    if tokio_io::write(&mut sock, &reply).await.is_err() {
+                    if tokio_io::write(&mut wr, &reply).await.is_err() {
                         break;
                     }
                 }

@@ -2,26 +2,18 @@
 //! Lightning's `fdpass_send` does.
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use protocol::socket::WriteHalf;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
-use tokio::io::Interest;
-use tokio::net::UnixStream;
 
 /// Sends `fd` over `sock`.
-pub async fn send_fd(sock: &UnixStream, fd: RawFd) -> io::Result<()> {
-    loop {
-        sock.writable().await?;
-        let res = sock.try_io(Interest::WRITABLE, || {
-            let fds = [fd];
-            let cmsg = [ControlMessage::ScmRights(&fds)];
-            let iov = [IoSlice::new(&[0u8])];
-            sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-                .map_err(io::Error::from)
-        });
-        match res {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
+pub async fn send_fd(sock: &WriteHalf, fd: RawFd) -> io::Result<()> {
+    sock.write_with(|s| {
+        let fds = [fd];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [IoSlice::new(&[0u8])];
+        sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map_err(io::Error::from)
+    })
+    .await
+    .map(|_| ())
 }

@@ -16,6 +16,7 @@ mod status;
 
 use clap::{Parser, Subcommand};
 use proto::hsmd::hsmd_server::HsmdServer;
+use protocol::socket::HsmdSocket;
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
@@ -141,17 +142,15 @@ async fn serve(cli: Cli) -> i32 {
             std::os::unix::net::UnixStream::from_raw_fd(3),
         )
     };
-    let to_tokio = |s: std::os::unix::net::UnixStream| {
-        s.set_nonblocking(true)?;
-        tokio::net::UnixStream::from_std(s)
-    };
-    let (status_sock, master_sock) = match (to_tokio(status_sock), to_tokio(master_sock)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            log::error!("fd 0 and fd 3 must be sockets from lightningd: {e}");
-            return 1;
-        }
-    };
+    // Registered for reads only: see `protocol::socket`.
+    let (status_sock, master_sock) =
+        match (HsmdSocket::new(status_sock), HsmdSocket::new(master_sock)) {
+            (Ok(a), Ok(b)) => (a.into_split().1, b),
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!("fd 0 and fd 3 must be sockets from lightningd: {e}");
+                return 1;
+            }
+        };
     let status = Arc::new(status::Status::new(status_sock));
     status.version(&cli.cln_version).await;
 

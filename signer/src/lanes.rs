@@ -1,0 +1,616 @@
+//! Where and in which order the daemon handles requests: one *lane* per channel, and the
+//! threads the work runs on.
+//!
+//! - **Order.** Each channel (the request context's peer id and dbid; the master client,
+//!   whose requests carry no context, is a lane of its own) handles its requests one after
+//!   the other; different lanes run in parallel. A request for a lane that is busy waits in
+//!   that lane's queue. Lanes outlive a stream, so a request re-sent on a new stream queues
+//!   behind its first copy, which is still finishing; the reply cache then answers it.
+//! - **Threads.** Everything here runs on the daemon's single I/O thread except the
+//!   handlers. A request that changes state (a redb commit, an fsync, perhaps a wait for the
+//!   operator) goes to tokio's blocking pool. A stateless one (ECDH, a per-commitment point,
+//!   a signature) takes tens of microseconds of CPU: it is handled right on the I/O thread
+//!   when no other request is waiting to be read, or when the [`Pool`] (one thread per core
+//!   besides the I/O thread) has no idle thread; otherwise a pool thread takes it. A burst
+//!   from many channels thus keeps every core busy without more compute threads than cores,
+//!   and a lone request makes no hand-off between threads (each costs a wake-up, tens of
+//!   microseconds on virtual machines).
+//! - **Completion.** A request handled on another thread comes back as a [`Done`] on one
+//!   channel that the daemon's loop waits on together with the stream, so the reply is
+//!   sent, and the lane's next request started, on the I/O thread.
+
+use crate::context::{ChannelKey, ClientContext};
+use crate::error::SignerError;
+use crate::handler::Signer;
+use proto::hsmd::SignerResponse;
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// What answers requests; [`Signer`] in production.
+pub(crate) trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        client: &ClientContext,
+        request_id: Option<u64>,
+        request: &[u8],
+    ) -> Result<Vec<u8>, SignerError>;
+}
+
+impl Handler for Signer {
+    fn handle(
+        &self,
+        client: &ClientContext,
+        request_id: Option<u64>,
+        request: &[u8],
+    ) -> Result<Vec<u8>, SignerError> {
+        Signer::handle(self, client, request_id, request)
+    }
+}
+
+/// Which lane a request goes to: `None` is the master client.
+pub(crate) type LaneKey = Option<ChannelKey>;
+
+/// One request, with the stream its response goes to.
+pub(crate) struct Job {
+    pub request_id: u64,
+    pub client: ClientContext,
+    pub message: Vec<u8>,
+    pub reply_to: mpsc::UnboundedSender<SignerResponse>,
+}
+
+/// A request handled on another thread, back on the I/O thread.
+pub(crate) struct Done {
+    key: LaneKey,
+    job: Job,
+    outcome: Result<Vec<u8>, SignerError>,
+    took: std::time::Duration,
+}
+
+/// Where a request is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    /// Changes no state: CPU only, on the I/O thread or the pool.
+    Stateless,
+    /// Commits state (or waits for the operator): tokio's blocking pool. Unknown and
+    /// malformed messages go here too; the handler refuses them.
+    Stateful,
+}
+
+/// The longest stateless request handled on the I/O thread. Longer ones (PSBTs with many
+/// inputs) take milliseconds to sign and always go to the pool, so that the link never
+/// stalls for them.
+const INLINE_MAX_LEN: usize = 2048;
+
+fn work_of(message: &[u8]) -> Work {
+    match message.get(..2) {
+        Some(t) if !crate::handler::changes_state(u16::from_be_bytes([t[0], t[1]])) => {
+            Work::Stateless
+        }
+        _ => Work::Stateful,
+    }
+}
+
+#[derive(Default)]
+struct Lane {
+    /// Requests waiting for the one in progress.
+    queue: VecDeque<Job>,
+    /// A request of this lane is being handled on another thread.
+    busy: bool,
+    last_used: Option<Instant>,
+}
+
+/// Every channel's lane, and the threads requests run on.
+pub(crate) struct Lanes<H> {
+    handler: Arc<H>,
+    idle_timeout: std::time::Duration,
+    lanes: HashMap<LaneKey, Lane>,
+    pool: Pool,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Requests being handled on other threads.
+    away: usize,
+}
+
+impl<H: Handler> Lanes<H> {
+    /// Lanes over `handler`, with a pool of `threads` threads for stateless requests.
+    pub fn new(
+        handler: Arc<H>,
+        idle_timeout: std::time::Duration,
+        threads: usize,
+    ) -> std::io::Result<Self> {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Ok(Lanes {
+            handler,
+            idle_timeout,
+            lanes: HashMap::new(),
+            pool: Pool::new(threads.max(1))?,
+            done_tx,
+            done_rx,
+            away: 0,
+        })
+    }
+
+    /// Takes `job` for lane `key`: starts it if the lane is free, else queues it behind the
+    /// lane's current one. A short stateless request is handled on this thread if
+    /// `may_inline` (no other request is waiting) or if no pool thread is idle.
+    pub fn dispatch(&mut self, key: LaneKey, job: Job, may_inline: bool) {
+        let lane = self.lanes.entry(key).or_default();
+        lane.last_used = Some(Instant::now());
+        if lane.busy {
+            lane.queue.push_back(job);
+            return;
+        }
+        self.start(key, job, may_inline);
+    }
+
+    fn start(&mut self, key: LaneKey, job: Job, may_inline: bool) {
+        let work = work_of(&job.message);
+        let light = job.message.len() <= INLINE_MAX_LEN;
+        if work == Work::Stateless && light && (may_inline || !self.pool.has_idle()) {
+            let started = Instant::now();
+            let outcome = handle(&*self.handler, &job);
+            finish(key, job, outcome, started.elapsed());
+            return;
+        }
+        if let Some(lane) = self.lanes.get_mut(&key) {
+            lane.busy = true;
+        }
+        self.away += 1;
+        let handler = self.handler.clone();
+        let done = self.done_tx.clone();
+        let task = move || {
+            let started = Instant::now();
+            let outcome = handle(&*handler, &job);
+            let took = started.elapsed();
+            // The receiver lives as long as the lanes; if they are gone, so is the stream.
+            let _ = done.send(Done {
+                key,
+                job,
+                outcome,
+                took,
+            });
+        };
+        match work {
+            Work::Stateless => self.pool.run(Box::new(task)),
+            Work::Stateful => drop(tokio::task::spawn_blocking(task)),
+        }
+    }
+
+    /// The next request back from another thread (never completes when none is away).
+    pub async fn next_done(&mut self) -> Done {
+        if self.away == 0 {
+            return std::future::pending().await;
+        }
+        match self.done_rx.recv().await {
+            Some(done) => done,
+            // `done_tx` lives in `self`: the channel cannot close.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends the reply of a request back from another thread and starts its lane's next one.
+    pub fn complete(&mut self, done: Done) {
+        let Done {
+            key,
+            job,
+            outcome,
+            took,
+        } = done;
+        self.away -= 1;
+        finish(key, job, outcome, took);
+        let next = self.lanes.get_mut(&key).and_then(|lane| {
+            lane.busy = false;
+            lane.queue.pop_front()
+        });
+        if let Some(next) = next {
+            self.start(key, next, false);
+        }
+    }
+
+    /// Drops the lanes idle for longer than the timeout with nothing in flight.
+    pub fn drop_idle(&mut self) {
+        let timeout = self.idle_timeout;
+        self.lanes
+            .retain(|_, lane| lane.busy || lane.last_used.is_some_and(|t| t.elapsed() < timeout));
+    }
+
+    /// Waits until every request taken has been answered, then drops every lane.
+    pub async fn finish(&mut self) {
+        while self.away > 0 {
+            let done = self.next_done().await;
+            self.complete(done);
+        }
+        self.lanes.clear();
+    }
+
+    #[cfg(test)]
+    fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    #[cfg(test)]
+    fn lane_dbids(&self) -> Vec<u64> {
+        self.lanes.keys().map(|k| k.map_or(0, |k| k.dbid)).collect()
+    }
+}
+
+/// Runs the handler; a panic in it becomes an error reply rather than the end of a thread.
+fn handle<H: Handler>(handler: &H, job: &Job) -> Result<Vec<u8>, SignerError> {
+    catch_unwind(AssertUnwindSafe(|| {
+        handler.handle(&job.client, Some(job.request_id), &job.message)
+    }))
+    .unwrap_or_else(|_| {
+        log::error!("request {}: the handler panicked", job.request_id);
+        Err(SignerError::BadRequest(
+            "internal error: the handler failed".into(),
+        ))
+    })
+}
+
+/// Logs the outcome and sends the response. A closed stream loses it; the proxy sends the
+/// request again on the next stream.
+fn finish(
+    key: LaneKey,
+    job: Job,
+    outcome: Result<Vec<u8>, SignerError>,
+    took: std::time::Duration,
+) {
+    let request_id = job.request_id;
+    let msg_type = job.message.get(..2).map_or("?".to_string(), |b| {
+        u16::from_be_bytes([b[0], b[1]]).to_string()
+    });
+    let lane = || match &key {
+        None => "master".to_string(),
+        Some(k) => format!("{}/{}", k.peer_id, k.dbid),
+    };
+    match &outcome {
+        Ok(_) => log::debug!(
+            "request {request_id} (type {msg_type}) on lane {}: answered in {took:.1?}",
+            lane()
+        ),
+        Err(e @ (SignerError::Temporary(_) | SignerError::Storage(_))) => log::info!(
+            "request {request_id} (type {msg_type}) on lane {}: temporary failure: {}",
+            lane(),
+            e.description()
+        ),
+        // The policy already logged its one line naming the rule.
+        Err(e @ SignerError::Policy { .. }) => log::debug!(
+            "request {request_id} (type {msg_type}) on lane {}: refused: {}",
+            lane(),
+            e.description()
+        ),
+        Err(e) => log::warn!(
+            "request {request_id} (type {msg_type}) on lane {}: refused: {}",
+            lane(),
+            e.description()
+        ),
+    }
+    let _ = job
+        .reply_to
+        .send(crate::daemon::response(request_id, outcome));
+}
+
+type Task = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads taking tasks from one queue. A thread that finishes a task takes
+/// the next without sleeping; only idle threads are woken.
+struct Pool {
+    shared: Arc<PoolShared>,
+}
+
+struct PoolShared {
+    queue: Mutex<PoolQueue>,
+    ready: Condvar,
+}
+
+struct PoolQueue {
+    tasks: VecDeque<Task>,
+    idle: usize,
+    closed: bool,
+}
+
+impl Pool {
+    fn new(threads: usize) -> std::io::Result<Pool> {
+        let shared = Arc::new(PoolShared {
+            queue: Mutex::new(PoolQueue {
+                tasks: VecDeque::new(),
+                idle: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
+        for i in 0..threads {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("signer-work-{i}"))
+                .spawn(move || shared.work())?;
+        }
+        Ok(Pool { shared })
+    }
+
+    /// Whether a thread is waiting for a task that nobody has taken yet.
+    fn has_idle(&self) -> bool {
+        let q = self.shared.lock();
+        q.idle > q.tasks.len()
+    }
+
+    fn run(&self, task: Task) {
+        let wake = {
+            let mut q = self.shared.lock();
+            q.tasks.push_back(task);
+            q.idle > 0
+        };
+        if wake {
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+impl PoolShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolQueue> {
+        // Tasks run outside the lock, so a poisoned lock only means a panic between two
+        // lines of bookkeeping here: the queue itself is intact.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn work(&self) {
+        let mut q = self.lock();
+        loop {
+            if let Some(task) = q.tasks.pop_front() {
+                drop(q);
+                task();
+                q = self.lock();
+                continue;
+            }
+            if q.closed {
+                return;
+            }
+            q.idle += 1;
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+            q.idle -= 1;
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Records the order requests finish in, and on which thread; requests whose first byte
+    /// is 0xff or 0xfe take 300 ms, 0xee panics.
+    #[derive(Default)]
+    struct Recorder {
+        done: Mutex<Vec<(u64, std::thread::ThreadId)>>,
+    }
+
+    impl Recorder {
+        fn ids(&self) -> Vec<u64> {
+            self.done.lock().unwrap().iter().map(|d| d.0).collect()
+        }
+
+        fn thread_of(&self, id: u64) -> std::thread::ThreadId {
+            self.done
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|d| d.0 == id)
+                .unwrap()
+                .1
+        }
+    }
+
+    impl Handler for Recorder {
+        fn handle(
+            &self,
+            _: &ClientContext,
+            id: Option<u64>,
+            request: &[u8],
+        ) -> Result<Vec<u8>, SignerError> {
+            if matches!(request.first(), Some(0xff | 0xfe)) {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            if request.first() == Some(&0xee) {
+                panic!("handler bug");
+            }
+            self.done
+                .lock()
+                .unwrap()
+                .push((id.unwrap(), std::thread::current().id()));
+            Ok(request.to_vec())
+        }
+    }
+
+    /// A stateless message (ecdh), a slow one-byte one (which counts as changing state),
+    /// and a slow stateless one (an unknown type).
+    const FAST: [u8; 2] = [0, 1];
+    const SLOW: [u8; 1] = [0xff];
+    const SLOW_STATELESS: [u8; 2] = [0xfe, 0x01];
+
+    fn job(
+        id: u64,
+        dbid: Option<u64>,
+        message: &[u8],
+        out: &mpsc::UnboundedSender<SignerResponse>,
+    ) -> (LaneKey, Job) {
+        let client = match dbid {
+            None => ClientContext::master(),
+            Some(dbid) => ClientContext::client(
+                protocol::types::NodeId::from_bytes([3; 33]),
+                dbid,
+                protocol::Permissions::from_bits(1),
+            ),
+        };
+        let key = (!client.is_master).then(|| client.channel_key());
+        (
+            key,
+            Job {
+                request_id: id,
+                client,
+                message: message.to_vec(),
+                reply_to: out.clone(),
+            },
+        )
+    }
+
+    /// Runs the lanes' loop until `n` replies came.
+    async fn replies<H: Handler>(
+        lanes: &mut Lanes<H>,
+        rx: &mut mpsc::UnboundedReceiver<SignerResponse>,
+        n: usize,
+    ) -> Vec<u64> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            tokio::select! {
+                r = rx.recv() => got.push(r.unwrap().request_id),
+                d = lanes.next_done() => lanes.complete(d),
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn lanes_run_channels_in_parallel_and_each_in_order() {
+        let recorder = Arc::new(Recorder::default());
+        let mut lanes = Lanes::new(recorder.clone(), Duration::from_secs(60), 2).unwrap();
+        let (out, mut rx) = mpsc::unbounded_channel();
+        for (id, dbid, msg) in [
+            (1, Some(1), &SLOW[..]), // channel 1, slow
+            (2, Some(1), &FAST[..]), // channel 1, after 1
+            (3, Some(2), &FAST[..]), // channel 2, not held up
+            (4, None, &SLOW[..]),    // master, not held up
+            (5, Some(1), &FAST[..]), // channel 1, after 2
+        ] {
+            let (key, job) = job(id, dbid, msg, &out);
+            lanes.dispatch(key, job, false);
+        }
+        let order = replies(&mut lanes, &mut rx, 5).await;
+        let pos = |id| order.iter().position(|&x| x == id).unwrap();
+        assert!(pos(1) < pos(2) && pos(2) < pos(5), "{order:?}");
+        assert!(pos(3) < pos(1), "{order:?}");
+        assert_eq!(lanes.lane_count(), 3);
+    }
+
+    /// Waits until the pool's threads are all waiting for work.
+    fn wait_pool_idle<H: Handler>(lanes: &Lanes<H>) {
+        while !lanes.pool.has_idle() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_stateless_request_is_handled_inline_others_on_an_idle_pool_thread() {
+        let recorder = Arc::new(Recorder::default());
+        let mut lanes = Lanes::new(recorder.clone(), Duration::from_secs(60), 1).unwrap();
+        let (out, mut rx) = mpsc::unbounded_channel();
+        let here = std::thread::current().id();
+        let (key, j) = job(1, Some(1), &FAST, &out);
+        lanes.dispatch(key, j, true);
+        // Answered before dispatch returned, on this thread.
+        assert_eq!(rx.try_recv().unwrap().request_id, 1);
+        assert_eq!(recorder.thread_of(1), here);
+
+        // Not the last of a burst, and the pool's thread is idle: the pool takes it.
+        wait_pool_idle(&lanes);
+        let (key, j) = job(2, Some(2), &SLOW_STATELESS, &out);
+        lanes.dispatch(key, j, false);
+        assert!(rx.try_recv().is_err());
+        // The pool's only thread is busy: the next one is handled here, at once.
+        let (key, j) = job(3, Some(3), &FAST, &out);
+        lanes.dispatch(key, j, false);
+        assert_eq!(rx.try_recv().unwrap().request_id, 3);
+        assert_eq!(recorder.thread_of(3), here);
+        assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![2]);
+        assert_ne!(recorder.thread_of(2), here);
+
+        // A long stateless request (a big PSBT) goes to the pool even when it may run here.
+        let (key, j) = job(11, Some(11), &[0u8; INLINE_MAX_LEN + 1], &out);
+        lanes.dispatch(key, j, true);
+        assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![11]);
+        assert_ne!(recorder.thread_of(11), here);
+
+        // A state-changing request never runs inline, even when it may.
+        let (key, j) = job(10, Some(1), &SLOW, &out);
+        lanes.dispatch(key, j, true);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![10]);
+        assert_ne!(recorder.thread_of(10), here);
+    }
+
+    #[tokio::test]
+    async fn a_request_behind_a_busy_lane_waits_even_if_it_could_run_inline() {
+        let recorder = Arc::new(Recorder::default());
+        let mut lanes = Lanes::new(recorder.clone(), Duration::from_secs(60), 2).unwrap();
+        let (out, mut rx) = mpsc::unbounded_channel();
+        let (key, j) = job(1, Some(1), &SLOW, &out);
+        lanes.dispatch(key, j, true);
+        let (key, j) = job(2, Some(1), &FAST, &out);
+        lanes.dispatch(key, j, true);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(replies(&mut lanes, &mut rx, 2).await, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_an_error_reply() {
+        let recorder = Arc::new(Recorder::default());
+        let mut lanes = Lanes::new(recorder.clone(), Duration::from_secs(60), 1).unwrap();
+        let (out, mut rx) = mpsc::unbounded_channel();
+        for (id, inline) in [(1, true), (2, false)] {
+            let (key, j) = job(id, Some(id), &[0xee, 0x01], &out);
+            lanes.dispatch(key, j, inline);
+        }
+        let mut errors = Vec::new();
+        while errors.len() < 2 {
+            tokio::select! {
+                r = rx.recv() => {
+                    let r = r.unwrap();
+                    assert!(r.error.contains("internal error"), "{r:?}");
+                    errors.push(r.request_id);
+                }
+                d = lanes.next_done() => lanes.complete(d),
+            }
+        }
+        errors.sort();
+        assert_eq!(errors, vec![1, 2]);
+        // The pool's thread survived.
+        let (key, j) = job(3, Some(3), &FAST, &out);
+        lanes.dispatch(key, j, false);
+        assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![3]);
+    }
+
+    #[tokio::test]
+    async fn idle_lanes_are_dropped_but_not_busy_ones_and_finish_drains() {
+        let recorder = Arc::new(Recorder::default());
+        let mut lanes = Lanes::new(recorder.clone(), Duration::from_millis(50), 2).unwrap();
+        let (out, mut rx) = mpsc::unbounded_channel();
+        let (key, j) = job(1, Some(1), &FAST, &out);
+        lanes.dispatch(key, j, false);
+        assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![1]);
+        let (key, j) = job(2, Some(2), &SLOW, &out);
+        lanes.dispatch(key, j, false);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lanes.drop_idle();
+        // Lane 1 was idle; lane 2 still has its slow request in flight.
+        assert_eq!(lanes.lane_dbids(), vec![2]);
+        let (key, j) = job(3, Some(2), &SLOW, &out);
+        lanes.dispatch(key, j, false);
+        lanes.finish().await;
+        assert_eq!(lanes.lane_count(), 0);
+        assert_eq!(recorder.ids(), vec![1, 2, 3]);
+        let ids: Vec<u64> = [rx.recv().await, rx.recv().await]
+            .into_iter()
+            .map(|r| r.unwrap().request_id)
+            .collect();
+        assert_eq!(ids, vec![2, 3]);
+    }
+}
