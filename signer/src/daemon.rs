@@ -207,9 +207,7 @@ pub async fn run(
             admin_path.display()
         ),
     }
-    // The I/O thread handles requests too: with it, one thread per core.
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let threads = cores.saturating_sub(1).max(1);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut lanes =
         Lanes::new(signer, config.lane_idle_timeout, threads).map_err(DaemonError::Threads)?;
     let mut backoff = Backoff::new(config.reconnect);

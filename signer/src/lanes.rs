@@ -10,11 +10,10 @@
 //!   handlers. A request that changes state (a redb commit, an fsync, perhaps a wait for the
 //!   operator) goes to tokio's blocking pool. A stateless one (ECDH, a per-commitment point,
 //!   a signature) takes tens of microseconds of CPU: it is handled right on the I/O thread
-//!   when no other request is waiting to be read, or when the [`Pool`] (one thread per core
-//!   besides the I/O thread) has no idle thread; otherwise a pool thread takes it. A burst
-//!   from many channels thus keeps every core busy without more compute threads than cores,
-//!   and a lone request makes no hand-off between threads (each costs a wake-up, tens of
-//!   microseconds on virtual machines).
+//!   when no other request is waiting to be read, or when the [`Pool`] (one thread per core)
+//!   has no idle thread; otherwise a pool thread takes it. A burst from many channels thus
+//!   keeps every core busy, and a lone request makes no hand-off between threads (each
+//!   costs a wake-up, tens of microseconds on virtual machines).
 //! - **Completion.** A request handled on another thread comes back as a [`Done`] on one
 //!   channel that the daemon's loop waits on together with the stream, so the reply is
 //!   sent, and the lane's next request started, on the I/O thread.
