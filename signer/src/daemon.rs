@@ -212,14 +212,7 @@ pub async fn run(
         Lanes::new(signer, config.lane_idle_timeout, threads).map_err(DaemonError::Threads)?;
     let mut backoff = Backoff::new(config.reconnect);
     loop {
-        let end = serve_link(
-            &endpoint,
-            &mut lanes,
-            config.lane_idle_timeout,
-            &mut stop,
-            config.shutdown_grace,
-        )
-        .await;
+        let end = serve_link(&endpoint, &mut lanes, &mut stop, config.shutdown_grace).await;
         let reason = match end {
             LinkEnd::Shutdown => break,
             LinkEnd::Failed(reason) => reason,
@@ -415,7 +408,6 @@ enum LinkEnd {
 async fn serve_link(
     endpoint: &Endpoint,
     lanes: &mut Lanes<Signer>,
-    lane_idle_timeout: Duration,
     stop: &mut watch::Receiver<bool>,
     grace: Duration,
 ) -> LinkEnd {
@@ -442,7 +434,7 @@ async fn serve_link(
     let opened = Instant::now();
     log::info!("signer stream to the proxy open");
 
-    let mut tick = tokio::time::interval(idle_check_every(lane_idle_timeout));
+    let mut tick = tokio::time::interval(lanes.idle_timeout().max(Duration::from_millis(10)) / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -457,8 +449,9 @@ async fn serve_link(
             // Replies first: they free lanes and clients.
             done = lanes.next_done() => lanes.complete(done),
             message = inbound.message() => {
-                // Every request already received is taken at once; only the last may be
-                // handled on this thread (see `crate::lanes`).
+                // Every request already received is taken at once. The last one may be
+                // handled on this thread; the others go to idle pool threads while there
+                // are any (see `crate::lanes`).
                 let mut message = message;
                 loop {
                     match message {
@@ -485,11 +478,6 @@ fn lost(opened: Instant, reason: String) -> LinkEnd {
         lasted: opened.elapsed(),
         reason,
     }
-}
-
-/// How often idle lanes are looked for.
-fn idle_check_every(lane_idle_timeout: Duration) -> Duration {
-    lane_idle_timeout.max(Duration::from_millis(10)) / 2
 }
 
 /// The output of `fut` if it is ready right now. Used for the next message of a stream: a

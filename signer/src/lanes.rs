@@ -132,6 +132,11 @@ impl<H: Handler> Lanes<H> {
         })
     }
 
+    /// How long a lane may stay idle before [`Lanes::drop_idle`] drops it.
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        self.idle_timeout
+    }
+
     /// Takes `job` for lane `key`: starts it if the lane is free, else queues it behind the
     /// lane's current one. A short stateless request is handled on this thread if
     /// `may_inline` (no other request is waiting) or if no pool thread is idle.

@@ -191,10 +191,11 @@ impl Router {
             .get(..2)
             .map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]));
         self.metrics.request(msg_type);
-        let cacheable = PreapprovalCache::applies_to(msg_type);
-        let key = sha256::Hash::hash(&message).to_byte_array();
-        if cacheable {
-            if let Some(reply) = self.cache.get(&key) {
+        // Only preapprovals are cached (and hashed).
+        let key = PreapprovalCache::applies_to(msg_type)
+            .then(|| sha256::Hash::hash(&message).to_byte_array());
+        if let Some(key) = &key {
+            if let Some(reply) = self.cache.get(key) {
                 self.metrics.cache_hit();
                 return Ok(reply);
             }
@@ -254,7 +255,7 @@ impl Router {
         if is_init {
             self.pin_init(&message, &reply);
         }
-        if cacheable && PreapprovalCache::is_approval(&reply) {
+        if let Some(key) = key.filter(|_| PreapprovalCache::is_approval(&reply)) {
             self.cache.put(key, reply.clone());
         }
         Ok(reply)
