@@ -16,12 +16,13 @@
 //!   (`VmRSS`) and threads with no client but lightningd's, then with 1,000 idle clients;
 //! - `{"metric": "recovery_after_signer_restart_ms", ...}`: after a `kill -9` of the signer,
 //!   the time from starting it again to the reply of a request that waited meanwhile;
-//! - `{"metric": "ipc_round_trip", "transport": "unix"|"tcp", "n", "p50_us", "p99_us"}`:
+//! - `{"metric": "ipc_round_trip", "transport": "unix"|"tcp", "n", "p50_us", "p99_us",
+//!   "guest_halt_poll_ns"}`:
 //!   the machine's floor, one byte there and back between two threads over a unix socket
 //!   pair and over TCP on loopback. A request on the full path makes two such round trips
 //!   (node ↔ proxy, proxy ↔ signer): when the cores are idle between requests, each one
-//!   pays for waking a sleeping core twice, which on a virtual machine costs far more than
-//!   the work itself.
+//!   pays for waking a sleeping core twice, which on a virtual machine whose idle vCPUs halt
+//!   at once (`guest_halt_poll_ns` 0) costs far more than the work itself.
 
 use crate::client::HsmClient;
 use crate::hsmd::{Hsmd, HsmdConfig, LogTarget};
@@ -943,6 +944,18 @@ struct IpcFigure {
     n: usize,
     p50_us: f64,
     p99_us: f64,
+    /// How long an idle vCPU polls before it halts, on a Linux guest with `cpuidle-haltpoll`
+    /// (0: it halts at once, and every wake-up is an exit to the hypervisor).
+    guest_halt_poll_ns: Option<u64>,
+}
+
+/// The guest's halt-polling time, if this is a Linux guest that has it.
+fn guest_halt_poll_ns() -> Option<u64> {
+    std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn ipc_round_trips(n: usize) -> Result<Vec<IpcFigure>, String> {
@@ -965,6 +978,7 @@ fn ipc_round_trips(n: usize) -> Result<Vec<IpcFigure>, String> {
                 n: lat.len(),
                 p50_us: round1(percentile(&lat, 0.50)),
                 p99_us: round1(percentile(&lat, 0.99)),
+                guest_halt_poll_ns: guest_halt_poll_ns(),
             }
         })
         .collect())
