@@ -246,6 +246,29 @@ fn encode(m: Message) -> Result<Vec<u8>> {
         .map_err(|e| SignerError::BadRequest(format!("reply cannot be encoded: {e}")))
 }
 
+/// Whether a request type is always answered in microseconds: a fixed, small amount of
+/// hashing and curve arithmetic, no transaction or PSBT to walk, no wallet to scan, no state
+/// to write. The daemon may answer these on its I/O thread; everything else goes to a worker.
+pub fn is_quick(t: u16) -> bool {
+    matches!(
+        t,
+        EcdhReq::TYPE
+            | GetPerCommitmentPoint::TYPE
+            | CheckFutureSecret::TYPE
+            | GetChannelBasepoints::TYPE
+            | SignInvoice::TYPE
+            | CupdateSigReq::TYPE
+            | NodeAnnouncementSigReq::TYPE
+            | SignMessage::TYPE
+            | Bip137SignMessage::TYPE
+            | GetOutputScriptpubkey::TYPE
+            | DeriveSecret::TYPE
+            | CheckPubkey::TYPE
+            | CheckBip86Pubkey::TYPE
+            | ClientHsmfd::TYPE
+    )
+}
+
 /// Whether a request type may change the signer's state (and so runs in a write transaction
 /// with its reply cached).
 pub fn changes_state(t: u16) -> bool {

@@ -8,10 +8,11 @@
 //!   behind its first copy, which is still finishing; the reply cache then answers it.
 //! - **Threads.** Everything here runs on the daemon's single I/O thread except the
 //!   handlers. A request that changes state (a redb commit, an fsync, perhaps a wait for the
-//!   operator) goes to tokio's blocking pool. A stateless one (ECDH, a per-commitment point,
-//!   a signature) takes tens of microseconds of CPU: it is handled right on the I/O thread
-//!   when no other request is waiting to be read, or when the [`Pool`] (one thread per core)
-//!   has no idle thread; otherwise a pool thread takes it. A burst from many channels thus
+//!   operator) goes to tokio's blocking pool. A quick one (ECDH, a per-commitment point, an
+//!   invoice signature: tens of microseconds of CPU) is handled right on the I/O thread when
+//!   no other request is waiting to be read, or when the [`Pool`] (one thread per core) has
+//!   no idle thread; otherwise a pool thread takes it. Other stateless requests (PSBTs,
+//!   wallet scans: milliseconds) always go to the pool, so that the link never stalls. A burst from many channels thus
 //!   keeps every core busy, and a lone request makes no hand-off between threads (each
 //!   costs a wake-up, tens of microseconds on virtual machines).
 //! - **Completion.** A request handled on another thread comes back as a [`Done`] on one
@@ -71,24 +72,26 @@ pub(crate) struct Done {
 /// Where a request is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Work {
-    /// Changes no state: CPU only, on the I/O thread or the pool.
-    Stateless,
+    /// Answered in microseconds ([`crate::handler::is_quick`]): on the I/O thread or the pool.
+    Quick,
+    /// Changes no state but may take milliseconds (a PSBT, a wallet scan): the pool, so that
+    /// the link never stalls for it.
+    Slow,
     /// Commits state (or waits for the operator): tokio's blocking pool. Unknown and
     /// malformed messages go here too; the handler refuses them.
     Stateful,
 }
 
-/// The longest stateless request handled on the I/O thread. Longer ones (PSBTs with many
-/// inputs) take milliseconds to sign and always go to the pool, so that the link never
-/// stalls for them.
-const INLINE_MAX_LEN: usize = 2048;
-
 fn work_of(message: &[u8]) -> Work {
-    match message.get(..2) {
-        Some(t) if !crate::handler::changes_state(u16::from_be_bytes([t[0], t[1]])) => {
-            Work::Stateless
-        }
-        _ => Work::Stateful,
+    let Some(t) = message.get(..2).map(|t| u16::from_be_bytes([t[0], t[1]])) else {
+        return Work::Stateful;
+    };
+    if crate::handler::changes_state(t) {
+        Work::Stateful
+    } else if crate::handler::is_quick(t) {
+        Work::Quick
+    } else {
+        Work::Slow
     }
 }
 
@@ -138,8 +141,8 @@ impl<H: Handler> Lanes<H> {
     }
 
     /// Takes `job` for lane `key`: starts it if the lane is free, else queues it behind the
-    /// lane's current one. A short stateless request is handled on this thread if
-    /// `may_inline` (no other request is waiting) or if no pool thread is idle.
+    /// lane's current one. A quick request is handled on this thread if `may_inline` (no
+    /// other request is waiting) or if no pool thread is idle.
     pub fn dispatch(&mut self, key: LaneKey, job: Job, may_inline: bool) {
         let lane = self.lanes.entry(key).or_default();
         lane.last_used = Some(Instant::now());
@@ -152,8 +155,7 @@ impl<H: Handler> Lanes<H> {
 
     fn start(&mut self, key: LaneKey, job: Job, may_inline: bool) {
         let work = work_of(&job.message);
-        let light = job.message.len() <= INLINE_MAX_LEN;
-        if work == Work::Stateless && light && (may_inline || !self.pool.has_idle()) {
+        if work == Work::Quick && (may_inline || !self.pool.has_idle()) {
             let started = Instant::now();
             let outcome = handle(&*self.handler, &job);
             finish(key, job, outcome, started.elapsed());
@@ -178,7 +180,7 @@ impl<H: Handler> Lanes<H> {
             });
         };
         match work {
-            Work::Stateless => self.pool.run(Box::new(task)),
+            Work::Quick | Work::Slow => self.pool.run(Box::new(task)),
             Work::Stateful => drop(tokio::task::spawn_blocking(task)),
         }
     }
@@ -391,8 +393,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Records the order requests finish in, and on which thread; requests whose first byte
-    /// is 0xff or 0xfe take 300 ms, 0xee panics.
+    /// Records the order requests finish in, and on which thread; [`SLOW`] and
+    /// [`SLOW_STATELESS`] requests take 300 ms, a third byte 0xee panics.
     #[derive(Default)]
     struct Recorder {
         done: Mutex<Vec<(u64, std::thread::ThreadId)>>,
@@ -421,10 +423,10 @@ mod tests {
             id: Option<u64>,
             request: &[u8],
         ) -> Result<Vec<u8>, SignerError> {
-            if matches!(request.first(), Some(0xff | 0xfe)) {
+            if request == SLOW || request == SLOW_STATELESS {
                 std::thread::sleep(Duration::from_millis(300));
             }
-            if request.first() == Some(&0xee) {
+            if request.get(2) == Some(&0xee) {
                 panic!("handler bug");
             }
             self.done
@@ -435,11 +437,11 @@ mod tests {
         }
     }
 
-    /// A stateless message (ecdh), a slow one-byte one (which counts as changing state),
-    /// and a slow stateless one (an unknown type).
+    /// A quick message (ecdh), a slow one-byte one (which counts as changing state), and a
+    /// slow stateless one (sign_withdrawal, type 7).
     const FAST: [u8; 2] = [0, 1];
     const SLOW: [u8; 1] = [0xff];
-    const SLOW_STATELESS: [u8; 2] = [0xfe, 0x01];
+    const SLOW_STATELESS: [u8; 2] = [0, 7];
 
     fn job(
         id: u64,
@@ -513,7 +515,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lone_stateless_request_is_handled_inline_others_on_an_idle_pool_thread() {
+    async fn a_lone_quick_request_is_handled_inline_others_on_an_idle_pool_thread() {
         let recorder = Arc::new(Recorder::default());
         let mut lanes = Lanes::new(recorder.clone(), Duration::from_secs(60), 1).unwrap();
         let (out, mut rx) = mpsc::unbounded_channel();
@@ -537,8 +539,9 @@ mod tests {
         assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![2]);
         assert_ne!(recorder.thread_of(2), here);
 
-        // A long stateless request (a big PSBT) goes to the pool even when it may run here.
-        let (key, j) = job(11, Some(11), &[0u8; INLINE_MAX_LEN + 1], &out);
+        // A slow stateless request (a withdrawal's PSBT) goes to the pool even when it may
+        // run here.
+        let (key, j) = job(11, Some(11), &SLOW_STATELESS, &out);
         lanes.dispatch(key, j, true);
         assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![11]);
         assert_ne!(recorder.thread_of(11), here);
@@ -570,7 +573,7 @@ mod tests {
         let mut lanes = Lanes::new(recorder.clone(), Duration::from_secs(60), 1).unwrap();
         let (out, mut rx) = mpsc::unbounded_channel();
         for (id, inline) in [(1, true), (2, false)] {
-            let (key, j) = job(id, Some(id), &[0xee, 0x01], &out);
+            let (key, j) = job(id, Some(id), &[0, 1, 0xee], &out);
             lanes.dispatch(key, j, inline);
         }
         let mut errors = Vec::new();
