@@ -12,9 +12,10 @@
 //!   invoice signature: tens of microseconds of CPU) is handled right on the I/O thread when
 //!   no other request is waiting to be read, or when the [`Pool`] (one thread per core) has
 //!   no idle thread; otherwise a pool thread takes it. Other stateless requests (PSBTs,
-//!   wallet scans: milliseconds) always go to the pool, so that the link never stalls. A burst from many channels thus
-//!   keeps every core busy, and a lone request makes no hand-off between threads (each
-//!   costs a wake-up, tens of microseconds on virtual machines).
+//!   wallet scans: milliseconds) always go to the pool, so that the link never stalls. A
+//!   burst from many channels thus keeps every core busy, and a lone request makes no
+//!   hand-off between threads (each costs a wake-up, tens of microseconds on virtual
+//!   machines).
 //! - **Completion.** A request handled on another thread comes back as a [`Done`] on one
 //!   channel that the daemon's loop waits on together with the stream, so the reply is
 //!   sent, and the lane's next request started, on the I/O thread.
@@ -95,13 +96,12 @@ fn work_of(message: &[u8]) -> Work {
     }
 }
 
-#[derive(Default)]
 struct Lane {
     /// Requests waiting for the one in progress.
     queue: VecDeque<Job>,
     /// A request of this lane is being handled on another thread.
     busy: bool,
-    last_used: Option<Instant>,
+    last_used: Instant,
 }
 
 /// Every channel's lane, and the threads requests run on.
@@ -144,8 +144,13 @@ impl<H: Handler> Lanes<H> {
     /// lane's current one. A quick request is handled on this thread if `may_inline` (no
     /// other request is waiting) or if no pool thread is idle.
     pub fn dispatch(&mut self, key: LaneKey, job: Job, may_inline: bool) {
-        let lane = self.lanes.entry(key).or_default();
-        lane.last_used = Some(Instant::now());
+        let now = Instant::now();
+        let lane = self.lanes.entry(key).or_insert_with(|| Lane {
+            queue: VecDeque::new(),
+            busy: false,
+            last_used: now,
+        });
+        lane.last_used = now;
         if lane.busy {
             lane.queue.push_back(job);
             return;
@@ -220,7 +225,7 @@ impl<H: Handler> Lanes<H> {
     pub fn drop_idle(&mut self) {
         let timeout = self.idle_timeout;
         self.lanes
-            .retain(|_, lane| lane.busy || lane.last_used.is_some_and(|t| t.elapsed() < timeout));
+            .retain(|_, lane| lane.busy || lane.last_used.elapsed() < timeout);
     }
 
     /// Waits until every request taken has been answered, then drops every lane.
