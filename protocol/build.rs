@@ -45,7 +45,7 @@ fn rust_type(t: &str) -> &'static str {
         "amount_sat" => "Amount",
         "wirestring" => "WireString",
         "bitcoin_tx" => "BitcoinTx",
-        "wally_psbt" => "Psbt",
+        "wally_psbt" => "WirePsbt",
         "hsm_utxo" => "HsmUtxo",
         "hsm_htlc" => "HsmHtlc",
         "basepoints" => "Basepoints",

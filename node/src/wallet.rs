@@ -304,7 +304,7 @@ impl Wallet {
             .map(|u| self.hsm_utxo(u))
             .collect::<Result<Vec<_>, _>>()?;
         let reply = master
-            .call(&SignWithdrawal::new(inputs, funding.psbt.clone()))
+            .call(&SignWithdrawal::new(inputs, funding.psbt.clone().into()))
             .await?;
         self.finalize(funding, &reply.psbt)
     }

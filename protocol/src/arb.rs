@@ -186,10 +186,14 @@ fn transaction() -> BoxedStrategy<bitcoin::Transaction> {
         .boxed()
 }
 
-impl Arb for bitcoin::psbt::Psbt {
+impl Arb for WirePsbt {
     fn arb() -> BoxedStrategy<Self> {
         transaction()
-            .prop_map(|tx| bitcoin::psbt::Psbt::from_unsigned_tx(tx).expect("unsigned"))
+            .prop_map(|tx| {
+                bitcoin::psbt::Psbt::from_unsigned_tx(tx)
+                    .expect("unsigned")
+                    .into()
+            })
             .boxed()
     }
 }
@@ -198,7 +202,9 @@ impl Arb for BitcoinTx {
     fn arb() -> BoxedStrategy<Self> {
         transaction()
             .prop_map(|tx| BitcoinTx {
-                psbt: bitcoin::psbt::Psbt::from_unsigned_tx(tx.clone()).expect("unsigned"),
+                psbt: bitcoin::psbt::Psbt::from_unsigned_tx(tx.clone())
+                    .expect("unsigned")
+                    .into(),
                 tx,
             })
             .boxed()

@@ -108,9 +108,10 @@ impl ToJson for WireString {
     }
 }
 
-impl ToJson for bitcoin::psbt::Psbt {
+impl ToJson for WirePsbt {
     fn to_json(&self) -> Value {
-        Value::String(self.to_string())
+        use bitcoin::base64::Engine;
+        Value::String(bitcoin::base64::engine::general_purpose::STANDARD.encode(self.to_bytes()))
     }
 }
 
@@ -119,7 +120,7 @@ impl ToJson for BitcoinTx {
         json!({
             "txid": self.tx.compute_txid().to_string(),
             "tx": bitcoin::consensus::encode::serialize_hex(&self.tx),
-            "psbt": self.psbt.to_string(),
+            "psbt": self.psbt.to_json(),
         })
     }
 }

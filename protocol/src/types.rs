@@ -225,34 +225,127 @@ fn rewind_error(r: &mut Reader<'_>, pos: usize, kind: DecodeErrorKind) -> Decode
     r.error(kind)
 }
 
-/// `wally_psbt`: u32 length, then a serialized PSBT (length 0 is invalid).
-impl Wire for Psbt {
+/// `wally_psbt`: a PSBT as lightningd sent it, parsed, with its exact bytes kept.
+///
+/// libwally, which lightningd uses, writes the maps of a PSBT in its own order (not sorted) and
+/// rust-bitcoin re-serializes them sorted, so a parsed PSBT alone would not give back the bytes
+/// that came in. A `WirePsbt` keeps those bytes and writes them again for as long as nobody
+/// changed the PSBT: reading goes through `Deref`, and any mutable access (`DerefMut`,
+/// [`WirePsbt::into_inner`]) drops them, so a changed PSBT is written as rust-bitcoin
+/// serializes it (which libwally reads back).
+#[derive(Clone, Debug)]
+pub struct WirePsbt {
+    psbt: Psbt,
+    /// The bytes it was decoded from, while it is unchanged.
+    raw: Option<Vec<u8>>,
+}
+
+impl WirePsbt {
+    /// Parses a serialized PSBT (any valid map order), keeping its bytes.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, String> {
+        if b.is_empty() {
+            return Err("empty".into());
+        }
+        let psbt = Psbt::deserialize(b).map_err(|e| e.to_string())?;
+        // rust-bitcoin stops after the last map; libwally refuses bytes after it, and so do we.
+        let maps = 1 + psbt.inputs.len() + psbt.outputs.len();
+        if maps_end(b, maps) != Some(b.len()) {
+            return Err("bytes after the last map".into());
+        }
+        Ok(WirePsbt {
+            psbt,
+            raw: Some(b.to_vec()),
+        })
+    }
+    /// The PSBT, to change or keep.
+    pub fn into_inner(self) -> Psbt {
+        self.psbt
+    }
+    /// The bytes this PSBT is written as: the received ones while unchanged.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.raw {
+            Some(b) => b.clone(),
+            None => self.psbt.serialize(),
+        }
+    }
+    /// Whether the bytes received are still what gets written.
+    pub fn is_unchanged(&self) -> bool {
+        self.raw.is_some()
+    }
+}
+
+/// Where the `maps`-th key-value map of a serialized PSBT ends (after the 5-byte magic), if
+/// the bytes hold that many.
+fn maps_end(b: &[u8], maps: usize) -> Option<usize> {
+    fn compact_size(b: &[u8], i: &mut usize) -> Option<usize> {
+        let first = *b.get(*i)?;
+        *i += 1;
+        let n = match first {
+            0xfd => 2,
+            0xfe => 4,
+            0xff => 8,
+            v => return Some(usize::from(v)),
+        };
+        let bytes = b.get(*i..*i + n)?;
+        *i += n;
+        let mut v: u64 = 0;
+        for (k, byte) in bytes.iter().enumerate() {
+            v |= u64::from(*byte) << (8 * k);
+        }
+        usize::try_from(v).ok()
+    }
+    let mut i = 5;
+    for _ in 0..maps {
+        loop {
+            let klen = compact_size(b, &mut i)?;
+            if klen == 0 {
+                break;
+            }
+            i = i.checked_add(klen)?;
+            let vlen = compact_size(b, &mut i)?;
+            i = i.checked_add(vlen)?;
+        }
+    }
+    (i <= b.len()).then_some(i)
+}
+
+impl From<Psbt> for WirePsbt {
+    fn from(psbt: Psbt) -> Self {
+        WirePsbt { psbt, raw: None }
+    }
+}
+
+impl std::ops::Deref for WirePsbt {
+    type Target = Psbt;
+    fn deref(&self) -> &Psbt {
+        &self.psbt
+    }
+}
+
+impl std::ops::DerefMut for WirePsbt {
+    fn deref_mut(&mut self) -> &mut Psbt {
+        self.raw = None;
+        &mut self.psbt
+    }
+}
+
+/// Equal when they hold the same PSBT (whatever the map order of the bytes received).
+impl PartialEq for WirePsbt {
+    fn eq(&self, other: &Self) -> bool {
+        self.psbt == other.psbt
+    }
+}
+
+/// u32 length, then a serialized PSBT (length 0 is invalid).
+impl Wire for WirePsbt {
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let len = u32::read(r)? as usize;
         let start = r.position();
-        if len == 0 {
-            return Err(r.error(DecodeErrorKind::InvalidPsbt("empty".into())));
-        }
         let b = r.take(len)?;
-        let psbt = Psbt::deserialize(b)
-            .map_err(|e| rewind_error(r, start, DecodeErrorKind::InvalidPsbt(e.to_string())))?;
-        // rust-bitcoin ignores bytes after the last map and keeps maps sorted: a PSBT that does
-        // not serialize back to the same bytes would be re-encoded differently, so it is
-        // refused rather than silently changed (libwally, which lightningd uses, writes
-        // sorted maps and nothing after them).
-        if psbt.serialize() != b {
-            return Err(rewind_error(
-                r,
-                start,
-                DecodeErrorKind::InvalidPsbt(
-                    "not canonical (trailing bytes or unsorted keys)".into(),
-                ),
-            ));
-        }
-        Ok(psbt)
+        WirePsbt::from_bytes(b).map_err(|e| rewind_error(r, start, DecodeErrorKind::InvalidPsbt(e)))
     }
     fn write(&self, w: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let b = self.serialize();
+        let b = self.to_bytes();
         write_len::<u32>("psbt", b.len(), u32::MAX as usize, w)?;
         w.extend_from_slice(&b);
         Ok(())
@@ -266,7 +359,7 @@ pub struct BitcoinTx {
     /// The transaction.
     pub tx: Transaction,
     /// Its PSBT.
-    pub psbt: Psbt,
+    pub psbt: WirePsbt,
 }
 
 impl Wire for BitcoinTx {
@@ -277,7 +370,7 @@ impl Wire for BitcoinTx {
         let tx: Transaction = bitcoin::consensus::deserialize(b).map_err(|e| {
             rewind_error(r, start, DecodeErrorKind::InvalidTransaction(e.to_string()))
         })?;
-        let psbt = Psbt::read(r)?;
+        let psbt = WirePsbt::read(r)?;
         Ok(BitcoinTx { tx, psbt })
     }
     fn write(&self, w: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -603,4 +696,139 @@ pub struct UnknownTlv {
     pub tlv_type: u64,
     /// The record value.
     pub value: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::psbt::raw::ProprietaryKey;
+    use bitcoin::{
+        absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, TxIn, TxOut, Witness,
+    };
+
+    /// A PSBT with several entries in its global, input and output maps.
+    fn psbt() -> Psbt {
+        let tx = Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::new(Txid::from_byte_array([7; 32]), 1),
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut {
+                value: Amount::from_sat(90_000),
+                script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array(
+                    [3; 32],
+                )),
+            }],
+        };
+        let mut p = Psbt::from_unsigned_tx(tx).unwrap();
+        let prop = |n: u8| ProprietaryKey {
+            prefix: b"lightning".to_vec(),
+            subtype: n,
+            key: vec![n],
+        };
+        for n in [1, 2, 3] {
+            p.proprietary.insert(prop(n), vec![n; 4]);
+            p.inputs[0].proprietary.insert(prop(n), vec![n; 8]);
+            p.outputs[0].proprietary.insert(prop(n), vec![n; 2]);
+        }
+        p.inputs[0].witness_utxo = Some(TxOut {
+            value: Amount::from_sat(100_000),
+            script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([4; 32])),
+        });
+        p.inputs[0].witness_script = Some(ScriptBuf::from_bytes(vec![0x51]));
+        p
+    }
+
+    fn compact_size(b: &[u8], i: &mut usize) -> usize {
+        let first = b[*i];
+        *i += 1;
+        let n = match first {
+            0xfd => 2,
+            0xfe => 4,
+            0xff => 8,
+            v => return v as usize,
+        };
+        let mut v = 0usize;
+        for k in 0..n {
+            v |= (b[*i + k] as usize) << (8 * k);
+        }
+        *i += n;
+        v
+    }
+
+    /// The same PSBT with the key-value pairs of every map in reverse order: valid, and not
+    /// in the sorted order rust-bitcoin writes (libwally writes its own order).
+    fn reversed_maps(sorted: &[u8]) -> Vec<u8> {
+        let mut out = sorted[..5].to_vec();
+        let mut i = 5;
+        while i < sorted.len() {
+            let mut pairs = Vec::new();
+            loop {
+                let start = i;
+                let klen = compact_size(sorted, &mut i);
+                if klen == 0 {
+                    break;
+                }
+                i += klen;
+                let vlen = compact_size(sorted, &mut i);
+                i += vlen;
+                pairs.push(&sorted[start..i]);
+            }
+            for p in pairs.iter().rev() {
+                out.extend_from_slice(p);
+            }
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn psbt_in_any_map_order_round_trips_byte_exactly() {
+        let p = psbt();
+        let sorted = p.serialize();
+        let unsorted = reversed_maps(&sorted);
+        assert_ne!(
+            sorted, unsorted,
+            "the test needs maps rust-bitcoin would reorder"
+        );
+        let mut frame = Vec::new();
+        (unsorted.len() as u32).write(&mut frame).unwrap();
+        frame.extend_from_slice(&unsorted);
+        let mut r = Reader::new(&frame);
+        let w = WirePsbt::read(&mut r).unwrap();
+        assert_eq!(*w, p, "the same PSBT, whatever the order");
+        assert!(w.is_unchanged());
+        let mut again = Vec::new();
+        w.write(&mut again).unwrap();
+        assert_eq!(again, frame, "written back as received");
+    }
+
+    #[test]
+    fn a_changed_psbt_is_written_as_it_now_is() {
+        let p = psbt();
+        let unsorted = reversed_maps(&p.serialize());
+        let mut w = WirePsbt::from_bytes(&unsorted).unwrap();
+        w.inputs[0].proprietary.clear();
+        assert!(!w.is_unchanged());
+        let back = Psbt::deserialize(&w.to_bytes()).unwrap();
+        assert!(back.inputs[0].proprietary.is_empty());
+        assert_eq!(back.proprietary.len(), 3);
+    }
+
+    #[test]
+    fn bad_psbts_are_typed_errors() {
+        for bad in [&b""[..], b"psbt", b"psbt\xff", &psbt().serialize()[..40]] {
+            let mut frame = Vec::new();
+            (bad.len() as u32).write(&mut frame).unwrap();
+            frame.extend_from_slice(bad);
+            let mut r = Reader::new(&frame);
+            let e = WirePsbt::read(&mut r).unwrap_err();
+            assert!(e.to_string().contains("PSBT"), "{e}");
+        }
+    }
 }

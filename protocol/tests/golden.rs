@@ -113,7 +113,7 @@ fn golden_corpus_round_trips() {
     assert!(typed_errors >= 8);
 }
 
-/// A PSBT with a byte after its last map would re-encode without it: refused instead.
+/// A PSBT with a byte after its last map is refused, as libwally refuses it.
 #[test]
 fn psbt_that_would_not_round_trip_is_refused() {
     let m = hex::decode(

@@ -113,7 +113,7 @@ fn with_htlcs(req: &[u8], n: usize) -> Vec<u8> {
     let mut psbt = Psbt::from_unsigned_tx(tx.clone()).unwrap();
     psbt.inputs[0] = m.tx.psbt.inputs[0].clone();
     m.tx.tx = tx;
-    m.tx.psbt = psbt;
+    m.tx.psbt = psbt.into();
     m.encode().unwrap()
 }
 
@@ -162,7 +162,7 @@ fn withdrawal(s: &Signer, n: usize) -> Vec<u8> {
     for (i, o) in spent.into_iter().enumerate() {
         psbt.inputs[i].witness_utxo = Some(o);
     }
-    SignWithdrawal::new(utxos, psbt).encode().unwrap()
+    SignWithdrawal::new(utxos, psbt.into()).encode().unwrap()
 }
 
 fn main() {

@@ -5,12 +5,13 @@
 //! A bad request from a client is reported on the status channel and closes that client
 //! only; a bad request from the master, or a fatal error, stops the proxy as hsmd stops.
 
+use crate::dev::{DevMode, Local};
 use crate::fdpass::send_fd;
 use crate::router::{CallError, Router};
 use crate::status::Status;
 use proto::hsmd::HsmRequestContext;
 use protocol::frame::tokio_io;
-use protocol::msgs::{ClientHsmfd, InitReplyFailure};
+use protocol::msgs::{ClientHsmfd, Init, InitReplyFailure};
 use protocol::socket::{HsmdSocket, WriteHalf};
 use protocol::types::NodeId;
 use std::collections::HashMap;
@@ -53,22 +54,25 @@ struct ClientEntry {
 pub struct Proxy {
     router: Arc<Router>,
     status: Arc<Status>,
+    dev: Arc<DevMode>,
     clients: Mutex<HashMap<u64, ClientEntry>>,
     next_client: std::sync::atomic::AtomicU64,
     exit: tokio::sync::mpsc::UnboundedSender<Exit>,
 }
 
 impl Proxy {
-    /// A proxy routing through `router`, reporting on `status`, and sending its reason to
-    /// stop on `exit`.
+    /// A proxy routing through `router`, reporting on `status`, honouring developer mode as
+    /// `dev` says, and sending its reason to stop on `exit`.
     pub fn new(
         router: Arc<Router>,
         status: Arc<Status>,
+        dev: Arc<DevMode>,
         exit: tokio::sync::mpsc::UnboundedSender<Exit>,
     ) -> Arc<Proxy> {
         Arc::new(Proxy {
             router,
             status,
+            dev,
             clients: Mutex::new(HashMap::new()),
             next_client: std::sync::atomic::AtomicU64::new(1),
             exit,
@@ -112,6 +116,19 @@ impl Proxy {
             }
         });
         while let Some(msg) = rx.recv().await {
+            match self.dev.master_request(&msg) {
+                Local::Route => {}
+                Local::NoReply => continue,
+                Local::Reply(reply) => {
+                    if let Err(e) = tokio_io::write(&mut wr, &reply).await {
+                        let why = format!("writing to lightningd: {e}");
+                        return self.fail(FAIL_MASTER_IO, why).await;
+                    }
+                    continue;
+                }
+                Local::Fatal(why) => return self.fail(FAIL_MASTER_IO, why).await,
+            }
+            let is_init = msg.get(..2) == Some(&Init::TYPE.to_be_bytes()[..]);
             let new_client = ClientHsmfd::decode(&msg).ok();
             if let Some(req) = &new_client {
                 if let Err(desc) = self.may_add_client(req.dbid) {
@@ -119,6 +136,7 @@ impl Proxy {
                 }
             }
             let reply = match self.router.call(None, msg.clone()).await {
+                Ok(r) if is_init => self.dev.init_reply(r),
                 Ok(r) => r,
                 Err(e) => {
                     let (reason, desc) = master_failure(&msg, &e);
@@ -229,6 +247,13 @@ impl Proxy {
                     break;
                 }
             };
+            if let Some(reply) = self.dev.refused_preapproval(&msg) {
+                log::info!("client {id}: preapproval refused (dev_fail_preapprove)");
+                if tokio_io::write(&mut wr, &reply).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             match self.router.call(Some(ctx.clone()), msg.clone()).await {
                 Ok(reply) => {
                     self.router.metrics.done();
@@ -251,7 +276,7 @@ impl Proxy {
                         other => other.to_string(),
                     };
                     log::warn!("client {id} (dbid {}) bad request: {desc}", ctx.dbid);
-                    self.status.bad_request(peer, &desc, &msg).await;
+                    self.status.bad_request(peer, &desc, &msg);
                     break;
                 }
             }

@@ -2,12 +2,14 @@
 //! hsmd fds (fd 3 and the client fds it hands out), and forwards every key operation to the
 //! remote signer, which dials in over mutually authenticated gRPC.
 //!
-//! lightningd gives a subdaemon no arguments, so everything is configurable by environment
-//! (`VLS_*`) as well as by flags.
+//! lightningd gives a subdaemon only its own flags (`--developer`, `--log-io`, `--log-trace`,
+//! `--dev-debug-self`), so everything else is configurable by environment (`VLS_*`) as well
+//! as by flags.
 
 mod cache;
 mod clients;
 mod decode;
+mod dev;
 mod fdpass;
 mod metrics;
 mod router;
@@ -63,8 +65,32 @@ struct Cli {
     /// Retries of a request the signer failed temporarily.
     #[arg(long, env = "VLS_RETRY_ATTEMPTS", default_value_t = 6)]
     retry_attempts: usize,
+    /// Set by lightningd when it runs with `--developer`: honour `hsmd_dev_preinit` and
+    /// `hsmd_dev_memleak` as hsmd does.
+    #[arg(long)]
+    developer: bool,
+    /// Set by lightningd when hsmd's log is printed at io level.
+    #[arg(long)]
+    log_io: bool,
+    /// Set by lightningd when hsmd's log is printed at trace level.
+    #[arg(long)]
+    log_trace: bool,
+    /// Set by lightningd with `--dev-debugger=hsmd` (the proxy logs its pid to attach to).
+    #[arg(long)]
+    dev_debug_self: bool,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+impl Cli {
+    fn subdaemon_flags(&self) -> dev::SubdaemonFlags {
+        dev::SubdaemonFlags {
+            developer: self.developer,
+            log_io: self.log_io,
+            log_trace: self.log_trace,
+            debug_self: self.dev_debug_self,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -83,10 +109,12 @@ enum Command {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
     let cli = Cli::parse();
+    status::Logger::install(if cli.command.is_some() {
+        log::LevelFilter::Info
+    } else {
+        cli.subdaemon_flags().log_level()
+    });
     if cli.version {
         println!("{}", cli.cln_version);
         return;
@@ -152,7 +180,15 @@ async fn serve(cli: Cli) -> i32 {
             }
         };
     let status = Arc::new(status::Status::new(status_sock));
-    status.version(&cli.cln_version).await;
+    status.version(&cli.cln_version);
+    status::Logger::attach(&status);
+    let flags = cli.subdaemon_flags();
+    if flags.debug_self {
+        log::info!(
+            "--dev-debug-self: attach a debugger to pid {}",
+            std::process::id()
+        );
+    }
 
     let expect_node_id = match cli.expect_node_id.as_deref().map(parse_node_id).transpose() {
         Ok(n) => n,
@@ -206,10 +242,7 @@ async fn serve(cli: Cli) -> i32 {
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(proto::keepalive::HTTP2_KEEPALIVE_INTERVAL));
-    let grpc = server.add_service(HsmdServer::new(server::HsmdService::new(
-        router.clone(),
-        status.clone(),
-    )));
+    let grpc = server.add_service(HsmdServer::new(server::HsmdService::new(router.clone())));
     tokio::spawn(async move {
         if let Err(e) = grpc.serve_with_incoming(incoming).await {
             log::error!("gRPC server stopped: {e}");
@@ -225,15 +258,16 @@ async fn serve(cli: Cli) -> i32 {
     }
 
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::unbounded_channel();
-    let proxy = clients::Proxy::new(router, status.clone(), exit_tx);
+    let dev = Arc::new(dev::DevMode::new(flags));
+    let proxy = clients::Proxy::new(router, status.clone(), dev, exit_tx);
     tokio::spawn(proxy.serve_master(master_sock));
     let exit = exit_rx.recv().await.unwrap_or(clients::Exit {
         code: 1,
         why: "no reason".into(),
     });
     log::info!("exiting with status {}: {}", exit.code, exit.why);
-    // Give the status channel a moment to flush, then stop without waiting for the signer.
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Stop without waiting for the signer, once lightningd has every status message.
+    let _ = tokio::time::timeout(Duration::from_millis(500), status.flush()).await;
     exit.code
 }
 

@@ -3,7 +3,6 @@
 //! the pinned one.
 
 use crate::router::{Admission, Router};
-use crate::status::{Status as StatusChannel, LOG_BROKEN, LOG_INFO, LOG_UNUSUAL};
 use proto::hsmd::hsmd_server::Hsmd;
 use proto::hsmd::{PingReply, PingRequest, SignerRequest, SignerResponse};
 use std::pin::Pin;
@@ -20,13 +19,12 @@ const REPLAY_ID_BASE: u64 = 1 << 63;
 /// The `Hsmd` service.
 pub struct HsmdService {
     router: Arc<Router>,
-    status: Arc<StatusChannel>,
 }
 
 impl HsmdService {
-    /// The service routing through `router`, telling lightningd's log about signers.
-    pub fn new(router: Arc<Router>, status: Arc<StatusChannel>) -> Self {
-        HsmdService { router, status }
+    /// The service routing through `router` (its log reaches lightningd's).
+    pub fn new(router: Arc<Router>) -> Self {
+        HsmdService { router }
     }
 }
 
@@ -59,9 +57,6 @@ impl Hsmd for HsmdService {
             }
         };
         log::info!("signer connected from {peer} (stream {stream})");
-        self.status
-            .log(LOG_INFO, &format!("signer connected from {peer}"))
-            .await;
         let replay_id = REPLAY_ID_BASE + stream;
         if let Some(init) = self.router.replay_init() {
             let _ = out.send(SignerRequest {
@@ -71,7 +66,6 @@ impl Hsmd for HsmdService {
             });
         }
         let router = self.router.clone();
-        let status = self.status.clone();
         tokio::spawn(async move {
             // Keeps the outbound stream open until this task ends.
             let _out = out;
@@ -96,9 +90,6 @@ impl Hsmd for HsmdService {
                         Ok(()) => router.ready(stream),
                         Err(why) => {
                             log::error!("refusing signer from {peer}: {why}");
-                            status
-                                .log(LOG_BROKEN, &format!("refusing signer: {why}"))
-                                .await;
                             break;
                         }
                     }
@@ -106,16 +97,11 @@ impl Hsmd for HsmdService {
                 }
                 if let Err(why) = router.reply(stream, resp) {
                     log::error!("refusing signer from {peer}: {why}");
-                    status
-                        .log(LOG_BROKEN, &format!("refusing signer: {why}"))
-                        .await;
                     break;
                 }
             }
             router.down(stream);
-            status
-                .log(LOG_UNUSUAL, "signer disconnected; requests wait for it")
-                .await;
+            log::warn!("signer disconnected; requests wait for it");
         });
         let out = UnboundedReceiverStream::new(out_rx).map(Ok);
         Ok(Response::new(Box::pin(out)))

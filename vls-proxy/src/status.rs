@@ -1,70 +1,216 @@
 //! The status channel to lightningd (fd 0): `status_version` first, then log lines,
 //! `hsmstatus_client_bad_request` for a client's bad request, and `status_fail` before a
 //! fatal exit.
+//!
+//! It is also where the proxy's own log goes while it runs as lightningd's hsmd: [`Logger`]
+//! turns every `log` record into a `status_log` at the matching Core Lightning level, so the
+//! operator reads the proxy's lines in lightningd's log (filtered by its `--log-level`), as
+//! with hsmd's, instead of on lightningd's stderr.
 
 use protocol::frame::tokio_io;
 use protocol::msgs::{ClientBadRequest, StatusFail, StatusLog, StatusVersion};
 use protocol::types::{NodeId, WireString};
 use protocol::Message;
+use std::sync::OnceLock;
 use tokio::io::AsyncWrite;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
-/// `status_log` level: unusual.
-pub const LOG_UNUSUAL: u8 = 4;
-/// `status_log` level: broken.
-pub const LOG_BROKEN: u8 = 5;
-/// `status_log` level: informational.
-pub const LOG_INFO: u8 = 3;
+/// Core Lightning's `enum log_level` (common/status_levels.h), as `status_log` carries it.
+pub mod level {
+    /// Extra-gory details (`--log-level=trace`).
+    pub const TRACE: u8 = 2;
+    /// Debugging details.
+    pub const DEBUG: u8 = 3;
+    /// What is going on.
+    pub const INFORM: u8 = 4;
+    /// Something strange.
+    pub const UNUSUAL: u8 = 5;
+    /// Something broken.
+    pub const BROKEN: u8 = 6;
+}
 
-/// The write side of fd 0. Writes are serialized; a failed write is logged, never fatal by
-/// itself (lightningd closing fd 0 shows up as EOF on fd 3 too).
+enum Out {
+    Frame(Vec<u8>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The write side of fd 0. Messages are written in the order they were given, by one task; a
+/// failed write is logged to stderr, never fatal by itself (lightningd closing fd 0 shows up
+/// as EOF on fd 3 too).
 pub struct Status {
-    out: Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    tx: mpsc::UnboundedSender<Out>,
 }
 
 impl Status {
-    /// The status channel over `out`.
-    pub fn new(out: impl AsyncWrite + Send + Unpin + 'static) -> Self {
-        Status {
-            out: Mutex::new(Box::new(out)),
+    /// The status channel over `out`; must be called inside the runtime.
+    pub fn new(mut out: impl AsyncWrite + Send + Unpin + 'static) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+        tokio::spawn(async move {
+            let mut broken = false;
+            while let Some(o) = rx.recv().await {
+                match o {
+                    Out::Frame(bytes) if !broken => {
+                        if let Err(e) = tokio_io::write(&mut out, &bytes).await {
+                            eprintln!("vls-proxy: status channel write failed: {e}");
+                            broken = true;
+                        }
+                    }
+                    Out::Frame(_) => {}
+                    Out::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Status { tx }
+    }
+
+    fn send(&self, m: Message) {
+        match m.encode() {
+            Ok(b) => {
+                let _ = self.tx.send(Out::Frame(b));
+            }
+            Err(e) => eprintln!("vls-proxy: cannot encode status message: {e}"),
         }
     }
 
-    async fn send(&self, m: Message) {
-        let bytes = match m.encode() {
-            Ok(b) => b,
-            Err(e) => {
-                log::error!("cannot encode status message: {e}");
-                return;
-            }
-        };
-        let mut out = self.out.lock().await;
-        if let Err(e) = tokio_io::write(&mut *out, &bytes).await {
-            log::warn!("status channel write failed: {e}");
+    /// Waits until everything given so far is written.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Out::Flush(done)).is_ok() {
+            let _ = wait.await;
         }
     }
 
     /// `status_version`: the first message lightningd expects.
-    pub async fn version(&self, version: &str) {
+    pub fn version(&self, version: &str) {
         self.send(StatusVersion::new(WireString::from(version)).into())
-            .await
-    }
-
-    /// A log line in lightningd's log.
-    pub async fn log(&self, level: u8, entry: &str) {
-        self.send(StatusLog::new(level, None, WireString::from(entry)).into())
-            .await
     }
 
     /// A client sent a bad request (it is closed right after).
-    pub async fn bad_request(&self, client: NodeId, description: &str, request: &[u8]) {
+    pub fn bad_request(&self, client: NodeId, description: &str, request: &[u8]) {
         let msg = ClientBadRequest::new(client, WireString::from(description), request.to_vec());
-        self.send(msg.into()).await
+        self.send(msg.into())
     }
 
-    /// The proxy is about to exit because of `reason`/`desc`.
+    /// The proxy is about to exit because of `reason`/`desc`; returns once it is written.
     pub async fn fail(&self, reason: u8, desc: &str) {
-        self.send(StatusFail::new(reason, WireString::from(desc)).into())
-            .await
+        self.send(StatusFail::new(reason, WireString::from(desc)).into());
+        self.flush().await
+    }
+}
+
+/// Where log records go once the status channel is up.
+static STATUS_LOG: OnceLock<mpsc::UnboundedSender<Out>> = OnceLock::new();
+
+/// The proxy's logger: records go to lightningd's log through the status channel once
+/// [`Logger::attach`] was called, to stderr before that (and for the proxy's own commands).
+/// The proxy's records pass from `max_level` up; other crates' (TLS, HTTP/2) from warnings.
+pub struct Logger {
+    max_level: log::LevelFilter,
+}
+
+impl Logger {
+    /// Installs the logger, letting the proxy's records through from `max_level`.
+    pub fn install(max_level: log::LevelFilter) {
+        let logger = Logger { max_level };
+        if log::set_boxed_logger(Box::new(logger)).is_ok() {
+            log::set_max_level(max_level.max(log::LevelFilter::Warn));
+        }
+    }
+
+    /// From now on, records go to lightningd's log through `status`.
+    pub fn attach(status: &Status) {
+        let _ = STATUS_LOG.set(status.tx.clone());
+    }
+}
+
+/// The Core Lightning level of a `log` level.
+pub fn cln_level(l: log::Level) -> u8 {
+    match l {
+        log::Level::Error => level::BROKEN,
+        log::Level::Warn => level::UNUSUAL,
+        log::Level::Info => level::INFORM,
+        log::Level::Debug => level::DEBUG,
+        log::Level::Trace => level::TRACE,
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        let ours = m.target().starts_with("vls_proxy") || m.target().starts_with("protocol");
+        if ours {
+            m.level() <= self.max_level
+        } else {
+            m.level() <= log::Level::Warn
+        }
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let line = if r.target().starts_with("vls_proxy") {
+            r.args().to_string()
+        } else {
+            format!("{}: {}", r.target(), r.args())
+        };
+        match STATUS_LOG.get() {
+            Some(tx) => {
+                let m: Message =
+                    StatusLog::new(cln_level(r.level()), None, WireString::from(line.as_str()))
+                        .into();
+                if let Ok(b) = m.encode() {
+                    let _ = tx.send(Out::Frame(b));
+                }
+            }
+            None => eprintln!("vls-proxy {}: {line}", r.level()),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_are_written_in_order_and_fail_waits_for_them() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let status = Status::new(a);
+        status.version("v26.06.6");
+        status.send(
+            StatusLog::new(level::UNUSUAL, None, WireString::from("something strange")).into(),
+        );
+        status.fail(3, "stopping").await;
+        drop(status);
+        let (mut rd, _w) = b.into_split();
+        let first = tokio_io::read(&mut rd).await.unwrap().unwrap();
+        assert_eq!(
+            StatusVersion::decode(&first)
+                .unwrap()
+                .version
+                .to_string_lossy(),
+            "v26.06.6"
+        );
+        let second = tokio_io::read(&mut rd).await.unwrap().unwrap();
+        let log = StatusLog::decode(&second).unwrap();
+        assert_eq!(log.level, 5);
+        assert_eq!(log.entry.to_string_lossy(), "something strange");
+        let third = tokio_io::read(&mut rd).await.unwrap().unwrap();
+        assert_eq!(
+            StatusFail::decode(&third).unwrap().desc.to_string_lossy(),
+            "stopping"
+        );
+    }
+
+    #[test]
+    fn levels_are_core_lightnings() {
+        assert_eq!(cln_level(log::Level::Error), 6);
+        assert_eq!(cln_level(log::Level::Warn), 5);
+        assert_eq!(cln_level(log::Level::Info), 4);
+        assert_eq!(cln_level(log::Level::Debug), 3);
+        assert_eq!(cln_level(log::Level::Trace), 2);
     }
 }

@@ -83,7 +83,7 @@ pub(crate) fn commitment_tx(
     input.witness_script = Some(params.funding_witness_script());
     Ok(BitcoinTx {
         tx: c.tx.clone(),
-        psbt,
+        psbt: psbt.into(),
     })
 }
 

@@ -15,7 +15,7 @@ use crate::types::*;
 use bitcoin::bip32::Xpub;
 use bitcoin::blockdata::constants::ChainHash;
 use bitcoin::hashes::sha256;
-use bitcoin::psbt::Psbt;
+
 use bitcoin::{Amount, Txid};
 use secp256k1::{ecdsa, schnorr, PublicKey};
 use serde_json::Value;

@@ -370,7 +370,10 @@ pub(crate) mod tests {
                 script_pubkey: ScriptBuf::new(),
             });
         }
-        BitcoinTx { tx, psbt }
+        BitcoinTx {
+            tx,
+            psbt: psbt.into(),
+        }
     }
 
     /// `hsmd_init` for regtest, protocol versions 4..=6 (from the corpus).

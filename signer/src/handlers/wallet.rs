@@ -36,16 +36,16 @@ use crate::psbt_sign::WallyPsbt;
 /// Answers `SignWithdrawal`: signs our UTXOs in lightningd's PSBT.
 pub(crate) fn sign_withdrawal(r: &mut Req<'_>, m: SignWithdrawal) -> Result<Message> {
     check_wallet_tx(r, WalletRequest::Withdrawal, &m.psbt, &m.inputs)?;
-    let mut psbt = WallyPsbt::new(m.psbt);
+    let mut psbt = WallyPsbt::new(m.psbt.into_inner());
     sign_our_inputs(r, &m.inputs, &mut psbt)?;
-    Ok(SignWithdrawalReply::new(psbt.into_reply()).into())
+    Ok(SignWithdrawalReply::new(psbt.into_reply().into()).into())
 }
 
 /// Answers `SignAnchorspend`: signs our UTXOs, then every input that names the channel's
 /// funding key (the anchor) with that key.
 pub(crate) fn sign_anchorspend(r: &mut Req<'_>, m: SignAnchorspend) -> Result<Message> {
     check_wallet_tx(r, WalletRequest::Anchorspend, &m.psbt, &m.inputs)?;
-    let mut psbt = WallyPsbt::new(m.psbt);
+    let mut psbt = WallyPsbt::new(m.psbt.into_inner());
     sign_our_inputs(r, &m.inputs, &mut psbt)?;
     let channel = ChannelKey {
         peer_id: m.peerid,
@@ -53,16 +53,16 @@ pub(crate) fn sign_anchorspend(r: &mut Req<'_>, m: SignAnchorspend) -> Result<Me
     };
     let funding_key = r.channel_secrets(&channel)?.funding_key;
     psbt.sign(&funding_key)?;
-    Ok(SignAnchorspendReply::new(psbt.into_reply()).into())
+    Ok(SignAnchorspendReply::new(psbt.into_reply().into()).into())
 }
 
 /// Answers `SignHtlcTxMingle`: signs our UTXOs added to an HTLC transaction (whose HTLC input
 /// lightningd already signed with SINGLE|ANYONECANPAY).
 pub(crate) fn sign_htlc_tx_mingle(r: &mut Req<'_>, m: SignHtlcTxMingle) -> Result<Message> {
     check_wallet_tx(r, WalletRequest::HtlcTxMingle, &m.psbt, &m.inputs)?;
-    let mut psbt = WallyPsbt::new(m.psbt);
+    let mut psbt = WallyPsbt::new(m.psbt.into_inner());
     sign_our_inputs(r, &m.inputs, &mut psbt)?;
-    Ok(SignHtlcTxMingleReply::new(psbt.into_reply()).into())
+    Ok(SignHtlcTxMingleReply::new(psbt.into_reply().into()).into())
 }
 
 /// Answers `GetOutputScriptpubkey`: the P2WPKH script of the channel's payment basepoint,
@@ -254,11 +254,14 @@ mod tests {
     }
 
     fn sign(signer: &Signer, utxos: Vec<HsmUtxo>, psbt: Psbt) -> Result<Psbt> {
-        let req = Message::from(SignWithdrawal::new(utxos, psbt))
+        let req = Message::from(SignWithdrawal::new(utxos, psbt.into()))
             .encode()
             .unwrap();
         let reply = signer.handle(&ClientContext::master(), None, &req)?;
-        Ok(SignWithdrawalReply::decode(&reply).unwrap().psbt)
+        Ok(SignWithdrawalReply::decode(&reply)
+            .unwrap()
+            .psbt
+            .into_inner())
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl Built {
     }
     fn sync(mut self) -> Built {
         let utxo = self.tx.psbt.inputs[0].witness_utxo.clone();
-        self.tx.psbt = Psbt::from_unsigned_tx(self.tx.tx.clone()).unwrap();
+        self.tx.psbt = Psbt::from_unsigned_tx(self.tx.tx.clone()).unwrap().into();
         self.tx.psbt.inputs[0].witness_utxo = utxo;
         self
     }
@@ -362,7 +362,10 @@ impl Chan {
             script_pubkey: ScriptBuf::new_p2wsh(&script.wscript_hash()),
         });
         Built {
-            tx: BitcoinTx { tx, psbt },
+            tx: BitcoinTx {
+                tx,
+                psbt: psbt.into(),
+            },
             htlcs: listed,
             feerate: m.feerate,
         }

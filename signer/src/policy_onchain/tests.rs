@@ -147,7 +147,7 @@ fn withdrawal_psbt(signer: &Signer, outputs: Vec<TxOut>) -> Psbt {
 }
 
 fn withdraw(signer: &Signer, psbt: Psbt) -> std::result::Result<Vec<u8>, SignerError> {
-    let m = SignWithdrawal::new(vec![wallet_utxo(signer)], psbt);
+    let m = SignWithdrawal::new(vec![wallet_utxo(signer)], psbt.into());
     signer.handle(
         &ClientContext::master(),
         None,
@@ -410,7 +410,10 @@ fn close_tx(signer: &Signer, outputs: Vec<TxOut>) -> BitcoinTx {
     let tx = tx(vec![txin(8, 0)], outputs);
     let mut psbt = Psbt::from_unsigned_tx(tx.clone()).unwrap();
     psbt.inputs[0].witness_utxo = Some(out(1_000_000, funding_script(signer)));
-    BitcoinTx { tx, psbt }
+    BitcoinTx {
+        tx,
+        psbt: psbt.into(),
+    }
 }
 
 fn close(signer: &Signer, outputs: Vec<TxOut>) -> std::result::Result<Vec<u8>, SignerError> {
@@ -587,7 +590,14 @@ fn splice(s: &Signer, other_input: TxOut) -> std::result::Result<Vec<u8>, Signer
     let mut psbt = Psbt::from_unsigned_tx(tx.clone()).unwrap();
     psbt.inputs[0].witness_utxo = Some(out(1_000_000, funding_script(s)));
     psbt.inputs[1].witness_utxo = Some(other_input);
-    let m = SignSpliceTx::new(BitcoinTx { tx, psbt }, pubkey(14), 0);
+    let m = SignSpliceTx::new(
+        BitcoinTx {
+            tx,
+            psbt: psbt.into(),
+        },
+        pubkey(14),
+        0,
+    );
     s.handle(&channel_client(), None, &Message::from(m).encode().unwrap())
 }
 
@@ -641,7 +651,10 @@ fn sweep_tx(output: ScriptBuf) -> BitcoinTx {
         10_000,
         ScriptBuf::new_p2wsh(&Script::from_bytes(&[0x51]).wscript_hash()),
     ));
-    BitcoinTx { tx, psbt }
+    BitcoinTx {
+        tx,
+        psbt: psbt.into(),
+    }
 }
 
 fn sweep(s: &Signer, output: ScriptBuf) -> std::result::Result<Vec<u8>, SignerError> {

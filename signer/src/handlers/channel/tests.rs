@@ -84,7 +84,10 @@ fn tx() -> BitcoinTx {
         value: Amount::from_sat(1_000_000),
         script_pubkey: ScriptBuf::new(),
     });
-    BitcoinTx { tx, psbt }
+    BitcoinTx {
+        tx,
+        psbt: psbt.into(),
+    }
 }
 
 impl Channel {

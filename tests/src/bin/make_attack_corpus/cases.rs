@@ -914,7 +914,14 @@ fn channeld_message_on_openingd_fd(k: &Keys) -> CaseBuilder {
             value: Amount::from_sat(VALUE_SAT),
             script_pubkey: ch.funding_spk(),
         });
-        SignSpliceTx::new(BitcoinTx { tx, psbt }, ch.setup.remote_funding_pubkey, 0)
+        SignSpliceTx::new(
+            BitcoinTx {
+                tx,
+                psbt: psbt.into(),
+            },
+            ch.setup.remote_funding_pubkey,
+            0,
+        )
     };
     b.attack(openingd, splice, "permission");
     let c = b.client(ch.peer_id, ch.dbid, Permissions::CHANNELD);
@@ -969,7 +976,7 @@ fn withdrawal(utxos: Vec<HsmUtxo>, outputs: Vec<(u64, ScriptBuf)>) -> SignWithdr
             script_pubkey: u.script_pubkey.clone(),
         });
     }
-    SignWithdrawal::new(utxos, psbt)
+    SignWithdrawal::new(utxos, psbt.into())
 }
 
 fn withdraw_to_unknown_address(k: &Keys) -> CaseBuilder {
@@ -1114,7 +1121,7 @@ fn fund_channel_with_legacy_input(k: &Keys) -> CaseBuilder {
     psbt.inputs[1].non_witness_utxo = Some(prev);
     b.attack(
         0,
-        SignWithdrawal::new(vec![ours], psbt),
+        SignWithdrawal::new(vec![ours], psbt.into()),
         "funding-segwit-only",
     );
     b

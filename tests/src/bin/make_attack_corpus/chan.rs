@@ -160,7 +160,9 @@ impl Built {
     fn sync(mut self) -> Built {
         sort_outputs(&mut self.tx.tx.output);
         let utxo = self.tx.psbt.inputs[0].witness_utxo.clone();
-        self.tx.psbt = Psbt::from_unsigned_tx(self.tx.tx.clone()).expect("unsigned");
+        self.tx.psbt = Psbt::from_unsigned_tx(self.tx.tx.clone())
+            .expect("unsigned")
+            .into();
         self.tx.psbt.inputs[0].witness_utxo = utxo;
         self
     }
@@ -357,7 +359,10 @@ impl Channel {
             script_pubkey: self.funding_spk(),
         });
         Built {
-            tx: BitcoinTx { tx, psbt },
+            tx: BitcoinTx {
+                tx,
+                psbt: psbt.into(),
+            },
             htlcs: listed,
             feerate: m.feerate,
         }
@@ -476,7 +481,10 @@ impl Channel {
             value: self.setup.channel_value,
             script_pubkey: self.funding_spk(),
         });
-        BitcoinTx { tx, psbt }
+        BitcoinTx {
+            tx,
+            psbt: psbt.into(),
+        }
     }
 
     /// `sign_mutual_close_tx` (closingd).
@@ -514,7 +522,15 @@ impl Channel {
         let mut psbt = Psbt::from_unsigned_tx(tx.clone()).expect("unsigned");
         psbt.inputs[0].witness_utxo = Some(out.clone());
         psbt.inputs[0].witness_script = Some(s.to_local_wscript.clone());
-        SignDelayedPaymentToUs::new(n, BitcoinTx { tx, psbt }, s.to_local_wscript.to_bytes()).into()
+        SignDelayedPaymentToUs::new(
+            n,
+            BitcoinTx {
+                tx,
+                psbt: psbt.into(),
+            },
+            s.to_local_wscript.to_bytes(),
+        )
+        .into()
     }
 }
 
