@@ -134,7 +134,19 @@ pub struct PolicyArgs {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Prints the effective policy as TOML.
-    Show(PolicyArgs),
+    Show(ShowArgs),
+}
+
+/// `signer policy show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Where the policy comes from.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// The network whose limits to show (`bitcoin`, `testnet`, `testnet4`, `signet`,
+    /// `regtest`); the signer learns it from lightningd's `hsmd_init`.
+    #[arg(long, default_value = "bitcoin")]
+    pub network: bitcoin::Network,
 }
 
 /// Why the configuration cannot be used.
@@ -306,7 +318,7 @@ impl Settings {
             .ok_or_else(|| ConfigError::Invalid("no data directory: give --data-dir".into()))?;
         let (run, policy_args, passphrase) = match &cli.command {
             Command::Run(r) => (Some(r), Some(&r.policy), None),
-            Command::Policy(PolicyCommand::Show(p)) => (None, Some(p), None),
+            Command::Policy(PolicyCommand::Show(p)) => (None, Some(&p.policy), None),
             Command::Init(i) => (None, None, Some(&i.passphrase)),
             Command::NodeId(p) => (None, None, Some(p)),
             Command::Approvals(_) => (None, None, None),

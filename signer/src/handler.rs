@@ -42,6 +42,8 @@ pub struct Session {
     pub version: u32,
     /// The BIP32 version bytes of the init request.
     pub bip32: Bip32KeyVersion,
+    /// The policy on the network of the init request.
+    pub policy: Policy,
 }
 
 /// The signer: answers hsmd requests from the root secret, the policy and the durable state.
@@ -136,7 +138,7 @@ impl Signer {
         let mut req = Req {
             session: &session,
             client,
-            policy: &self.policy,
+            policy: &session.policy,
             store: &self.store,
             approvals: &self.approvals,
             txn: None,
@@ -217,10 +219,18 @@ impl Signer {
             "initialized: node id {}, protocol version {version}",
             keys.node_id()
         );
+        let policy = match bitcoin::Network::from_chain_hash(m.chainparams) {
+            Some(network) => self.policy.for_network(network),
+            None => {
+                log::warn!("hsmd_init names an unknown chain: mainnet limits apply");
+                self.policy.clone()
+            }
+        };
         *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Session {
             keys,
             version,
             bip32: m.bip32_key_version,
+            policy,
         }));
         Ok(reply.into())
     }

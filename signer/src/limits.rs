@@ -1,5 +1,8 @@
-//! The operator's limits: the numbers the policy rules compare against. Defaults are safe
-//! for a mainnet node; a policy file's `[limits]` table overrides any of them.
+//! The operator's limits: the numbers the policy rules compare against. Defaults depend on
+//! the network the node runs on (learnt from `hsmd_init`): protective bounds on mainnet, and
+//! on the test networks (testnet, testnet4, signet, regtest) the values a stock node uses
+//! there, so that a default lightningd works unchanged. A policy file's `[limits]` table
+//! overrides any of them on every network.
 
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +72,26 @@ pub struct Limits {
     pub max_routing_fee_base_msat: u64,
 }
 
+/// The limits whose default differs on the test networks, with why.
+pub const TEST_NETWORK_DEFAULTS: &[(&str, &str)] = &[(
+    "min_to_self_delay",
+    "0 on test networks: regtest nodes ask for delays of a few blocks (Core Lightning's \
+     developer mode uses 5 or 6); on mainnet a short delay gives too little time to punish \
+     a revoked commitment",
+)];
+
+impl Limits {
+    /// The default limits on `network`.
+    pub fn for_network(network: bitcoin::Network) -> Limits {
+        let mut l = Limits::default();
+        if network != bitcoin::Network::Bitcoin {
+            l.min_to_self_delay = 0;
+        }
+        l
+    }
+}
+
+/// The mainnet defaults (see [`Limits::for_network`] for the others).
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -53,8 +53,8 @@ fn dispatch(cli: &Cli) -> Result<()> {
             println!("{}", daemon::node_id(&secret)?);
             Ok(())
         }
-        Command::Policy(PolicyCommand::Show(_)) => {
-            let policy = settings.policy.load()?;
+        Command::Policy(PolicyCommand::Show(args)) => {
+            let policy = settings.policy.load()?.for_network(args.network);
             print!("{}", policy.to_toml());
             Ok(())
         }

@@ -124,6 +124,9 @@ pub enum PolicyError {
     /// An allowlist entry that is neither an address nor an extended public key.
     #[error("invalid policy file: {0}")]
     Allowlist(String),
+    /// The limits cannot be combined with the defaults.
+    #[error("invalid limits: {0}")]
+    Limits(String),
 }
 
 #[derive(Deserialize)]
@@ -133,7 +136,7 @@ struct PolicyFile {
     #[serde(default)]
     rules: BTreeMap<String, Mode>,
     #[serde(default)]
-    limits: Limits,
+    limits: toml::Table,
 }
 
 /// The effective policy: a mode for every rule.
@@ -142,6 +145,10 @@ pub struct Policy {
     modes: BTreeMap<&'static str, Mode>,
     /// The numbers the rules compare against.
     pub limits: Limits,
+    /// The limits the policy file set (they apply on every network).
+    overrides: toml::Table,
+    /// The network the limits are for, once known.
+    network: Option<bitcoin::Network>,
 }
 
 impl Policy {
@@ -159,6 +166,45 @@ impl Policy {
         Policy {
             modes: RULES.iter().map(|(n, _)| (*n, mode)).collect(),
             limits: Limits::default(),
+            overrides: toml::Table::new(),
+            network: None,
+        }
+    }
+
+    /// `base` with `overrides` on top.
+    fn merged(base: Limits, overrides: &toml::Table) -> std::result::Result<Limits, PolicyError> {
+        let mut t = toml::Table::try_from(&base).map_err(|e| PolicyError::Limits(e.to_string()))?;
+        t.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(Limits::deserialize(toml::Value::Table(t))?)
+    }
+
+    /// This policy on `network`: the network's default limits (see [`Limits::for_network`])
+    /// where the policy file set none.
+    pub fn for_network(&self, network: bitcoin::Network) -> Policy {
+        // A limit takes the network's default where it still has mainnet's and the file did
+        // not set it.
+        let tables = (
+            toml::Table::try_from(&self.limits),
+            toml::Table::try_from(Limits::default()),
+            toml::Table::try_from(Limits::for_network(network)),
+        );
+        let limits = match tables {
+            (Ok(mut ours), Ok(mainnet), Ok(net)) => {
+                for (k, v) in net {
+                    if !self.overrides.contains_key(&k) && ours.get(&k) == mainnet.get(&k) {
+                        ours.insert(k, v);
+                    }
+                }
+                Limits::deserialize(toml::Value::Table(ours))
+                    .unwrap_or_else(|_| self.limits.clone())
+            }
+            _ => self.limits.clone(),
+        };
+        Policy {
+            modes: self.modes.clone(),
+            limits,
+            overrides: self.overrides.clone(),
+            network: Some(network),
         }
     }
 
@@ -166,10 +212,12 @@ impl Policy {
     /// (enforce when absent).
     pub fn from_toml(text: &str) -> std::result::Result<Policy, PolicyError> {
         let f: PolicyFile = toml::from_str(text)?;
-        crate::policy_onchain::validate_allowlist(&f.limits.allowlist, None)
+        let limits = Policy::merged(Limits::default(), &f.limits)?;
+        crate::policy_onchain::validate_allowlist(&limits.allowlist, None)
             .map_err(PolicyError::Allowlist)?;
         let mut p = Policy::all(f.default.unwrap_or(Mode::Enforce));
-        p.limits = f.limits;
+        p.limits = limits;
+        p.overrides = f.limits;
         for (name, mode) in f.rules {
             let Some((known, _)) = RULES.iter().find(|(n, _)| *n == name) else {
                 return Err(PolicyError::UnknownRule(name));
@@ -208,13 +256,29 @@ impl Policy {
         }
     }
 
-    /// The effective policy as TOML, for `signer policy show`.
+    /// The effective policy as TOML, for `signer policy show`: the limits of the network it
+    /// is for (mainnet's until one is given), and a note on which defaults differ by network.
     pub fn to_toml(&self) -> String {
         let mut s = String::from("[rules]\n");
         for (name, desc) in RULES {
             s.push_str(&format!("# {desc}\n{name} = \"{}\"\n", self.mode(name)));
         }
-        s.push_str("\n[limits]\n");
+        let network = self.network.unwrap_or(bitcoin::Network::Bitcoin);
+        s.push_str(&format!("\n# limits on {network}"));
+        if !self.overrides.is_empty() {
+            let set: Vec<&str> = self.overrides.keys().map(String::as_str).collect();
+            s.push_str(&format!(
+                " (set by the policy file on every network: {})",
+                set.join(", ")
+            ));
+        }
+        s.push('\n');
+        for (name, why) in crate::limits::TEST_NETWORK_DEFAULTS {
+            if !self.overrides.contains_key(*name) {
+                s.push_str(&format!("# default {name} differs by network: {why}\n"));
+            }
+        }
+        s.push_str("[limits]\n");
         s.push_str(&toml::to_string(&self.limits).unwrap_or_default());
         s
     }

@@ -9,7 +9,7 @@
 //! | `channel-to-self-delay` | either side's `to_self_delay` out of range | `min_to_self_delay`, `max_to_self_delay` |
 //! | `channel-max-value` | a channel above the maximum, or pushing more than its value | `max_channel_value_sat` |
 //! | `channel-dust-limit` | a commitment output (anchors aside) below the minimum dust limit | `min_dust_limit_sat` |
-//! | `commitment-feerate` | a commitment fee rate out of range | `min_feerate_per_kw`, `max_feerate_per_kw` |
+//! | `commitment-feerate` | a commitment whose fee rate (what it pays, over its BOLT 3 weight) is out of range | `min_feerate_per_kw`, `max_feerate_per_kw` |
 //! | `commitment-htlc-limits` | too many HTLCs, too large an HTLC, an output that is no balance, anchor, or listed HTLC | `max_htlcs`, `max_htlc_value_msat` |
 //! | `commitment-balance` | a commitment not spending the funding outpoint, or taking more than the channel, or leaving too much out of its outputs, or giving us less than the history allows | `max_commitment_dust_sat` |
 //!
@@ -38,10 +38,12 @@
 //! 1. the only input spends the channel's funding outpoint (from `setup_channel`, moved by
 //!    `lock_outpoint`), the amount the signature commits to is `value`, and the outputs
 //!    together take at most `value`;
-//! 2. `dust = value - outputs (anchors aside) - fee - anchors (660 sat with anchors)` is at
-//!    most `max_commitment_dust_sat`, where `fee` is the BOLT 3 fee at the request's fee rate
-//!    (weight 724, or 1124 with anchors, plus 172 per HTLC output): `dust` is the value of
-//!    trimmed HTLCs and balances, which hsmd's requests do not list;
+//! 2. `missing = value - outputs (anchors aside) - anchors (660 sat with anchors)` is what
+//!    the transaction pays miners; its fee rate over BOLT 3's weight (724, or 1124 with
+//!    anchors, plus 172 per HTLC output) is what `commitment-feerate` checks. It splits into
+//!    `fee`, the BOLT 3 fee at the request's fee rate but never more than `missing`, and
+//!    `dust = missing - fee`, at most `max_commitment_dust_sat`: the value of trimmed HTLCs
+//!    and balances, which hsmd's requests do not list;
 //! 3. our balance `ours` (0 when trimmed) is at least
 //!    `prev.ours - new_offered - fee_increase - max(0, dust - prev.dust)`, where
 //!    - `prev` is the previous commitment of the same side (holder or counterparty; the
@@ -214,17 +216,7 @@ pub(crate) fn check_commitment(
 ) -> Result<CommitmentBalance> {
     let l = &policy.limits;
     let n = c.number;
-    if let Some((htlcs, feerate)) = c.terms {
-        policy.check(
-            FEERATE,
-            (l.min_feerate_per_kw..=l.max_feerate_per_kw).contains(&feerate),
-            || {
-                format!(
-                    "commitment {n} fee rate {feerate} sat/kw must be within {}..={}",
-                    l.min_feerate_per_kw, l.max_feerate_per_kw
-                )
-            },
-        )?;
+    if let Some((htlcs, _)) = c.terms {
         let largest = htlcs.iter().map(|h| h.amount.to_msat()).max().unwrap_or(0);
         policy.check(
             HTLC_LIMITS,
@@ -301,16 +293,19 @@ pub(crate) fn check_commitment(
         });
     };
 
-    let fee = u64::from(feerate).saturating_mul(layout.weight()) / 1000;
     let anchors_sat = if layout.anchors_channel {
         2 * ANCHOR_SAT
     } else {
         0
     };
-    let dust = i128::from(value)
-        - layout.non_anchor_total as i128
-        - i128::from(fee)
-        - i128::from(anchors_sat);
+    // What the transaction leaves to miners: its BOLT 3 fee and whatever was trimmed.
+    let missing = i128::from(value) - layout.non_anchor_total as i128 - i128::from(anchors_sat);
+    check_feerate(policy, n, missing, layout.weight())?;
+    // The request's fee rate only splits `missing` into fee and trimmed value, and can claim
+    // no more fee than the transaction pays (openingd sends 0 for its first commitment).
+    let claimed = u64::from(feerate).saturating_mul(layout.weight()) / 1000;
+    let fee = u64::try_from(missing.clamp(0, i128::from(claimed))).unwrap_or(0);
+    let dust = missing - i128::from(fee);
     policy.check(BALANCE, dust <= i128::from(l.max_commitment_dust_sat), || {
         format!(
             "commitment {n} leaves {dust} sat of the channel's {value} out of its outputs beyond its fee of {fee} sat: at most {}",
@@ -354,6 +349,28 @@ pub(crate) fn check_commitment(
         dust_sat: i64::try_from(dust).unwrap_or(if dust < 0 { i64::MIN } else { i64::MAX }),
         offered,
     })
+}
+
+/// `commitment-feerate`: the fee rate the transaction pays (what it leaves out of its outputs,
+/// over BOLT 3's weight for its outputs) is within the limits. Fee rates are never taken from a
+/// request: they are what the transaction pays. BOLT 3 rounds the fee down, so a fee rate `f`
+/// shows as a fee in `[f*w/1000 - 1, f*w/1000]`, which the bounds allow for.
+fn check_feerate(policy: &Policy, n: u64, missing: i128, weight: u64) -> Result<()> {
+    let l = &policy.limits;
+    let w = i128::from(weight.max(1));
+    // The highest and lowest fee rates that could have given this fee.
+    let highest = (missing + 1) * 1000 / w;
+    let lowest = (missing * 1000).div_euclid(w) + i128::from((missing * 1000).rem_euclid(w) != 0);
+    policy.check(
+        FEERATE,
+        highest >= i128::from(l.min_feerate_per_kw) && lowest <= i128::from(l.max_feerate_per_kw),
+        || {
+            format!(
+                "commitment {n} pays {missing} sat in fees for weight {weight} (about {lowest} sat/kw): the fee rate must be within {}..={}",
+                l.min_feerate_per_kw, l.max_feerate_per_kw
+            )
+        },
+    )
 }
 
 /// Runs [`check_commitment`] on a commitment of the channel `key`, if it was set up (without

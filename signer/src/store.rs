@@ -80,7 +80,16 @@ pub struct ChannelState {
     /// What the latest counterparty commitments we signed gave us, the newest two.
     #[serde(default)]
     pub counterparty_balances: BTreeMap<u64, CommitmentBalance>,
+    /// Txids (internal byte order) of the closing transactions we signed with
+    /// `sign_mutual_close_tx`, newest last (at most [`MAX_MUTUAL_CLOSES`]): lightningd sends
+    /// the agreed one again as the channel's last transaction in `sign_commitment_tx`.
+    #[serde(default)]
+    pub mutual_closes: Vec<[u8; 32]>,
 }
+
+/// How many signed closing transactions a channel remembers (a fee negotiation signs one per
+/// offer).
+pub const MAX_MUTUAL_CLOSES: usize = 64;
 
 /// What one commitment transaction gave us, as the `commitment-balance` rule measures it
 /// (see `policy_channel`).

@@ -17,7 +17,9 @@
 //!
 //! The content rules (the last four) are in `policy_channel`, whose docs say exactly what
 //! they check; `sign_commitment_tx` (our own commitment) must give us at least what the
-//! commitment of that number gave us when it was validated.
+//! commitment of that number gave us when it was validated. A closing transaction we signed
+//! with `sign_mutual_close_tx` is signed again when it comes back through
+//! `sign_commitment_tx` (lightningd broadcasts the agreed close that way).
 
 use super::channel::check_set_up;
 use crate::bolt3::funding_redeem_script;
@@ -28,6 +30,8 @@ use crate::keys::channel::{derive_simple_privkey, MAX_COMMITMENT_NUMBER};
 use crate::keys::ChannelSecrets;
 use crate::policy_channel::{self, Commitment, Owner};
 use crate::sign::{segwit_v0_sighash, sign_ecdsa_cln_grind};
+use crate::store::MAX_MUTUAL_CLOSES;
+use bitcoin::hashes::Hash;
 use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::{Amount, Script};
 use protocol::msgs::*;
@@ -224,6 +228,17 @@ pub(crate) fn sign_commitment_tx(r: &mut Req<'_>, m: SignCommitmentTx) -> Result
     check_commitment_shape(&m.tx)?;
     let secrets = r.channel_secrets(&key)?;
     let sig = sign_funding_input(&secrets, &m.remote_funding_key, &m.tx, 0)?;
+    let txid = m.tx.tx.compute_txid().to_byte_array();
+    if state.mutual_closes.contains(&txid) {
+        // After a mutual close lightningd keeps the closing transaction as the channel's last
+        // one and asks for it here to broadcast it (`drop_to_chain`): we signed it already.
+        log::info!(
+            "dbid {}: the agreed closing transaction {} comes back to be broadcast",
+            key.dbid,
+            m.tx.tx.compute_txid()
+        );
+        return Ok(SignCommitmentTxReply::new(sig).into());
+    }
     let n = m.commit_num;
     r.policy.check(
         "commitment-holder-not-revoked",
@@ -255,11 +270,18 @@ pub(crate) fn sign_commitment_tx(r: &mut Req<'_>, m: SignCommitmentTx) -> Result
 /// funding output).
 pub(crate) fn sign_mutual_close_tx(r: &mut Req<'_>, m: SignMutualCloseTx) -> Result<Message> {
     let key = r.client.channel_key();
-    let state = r.channel_state(&key)?;
+    let mut state = r.channel_state(&key)?;
     check_set_up(r, &key, &state)?;
     let secrets = r.channel_secrets(&key)?;
     let sig = sign_funding_input(&secrets, &m.remote_funding_key, &m.tx, 0)?;
     crate::policy_onchain::check_mutual_close(r, &key, &state, &m.tx)?;
+    let txid = m.tx.tx.compute_txid().to_byte_array();
+    if !state.mutual_closes.contains(&txid) {
+        state.mutual_closes.push(txid);
+        let excess = state.mutual_closes.len().saturating_sub(MAX_MUTUAL_CLOSES);
+        state.mutual_closes.drain(..excess);
+        r.put_channel_state(&key, &state)?;
+    }
     Ok(SignTxReply::new(sig).into())
 }
 

@@ -595,7 +595,7 @@ fn setup_refuses_delays_out_of_range() {
     for (local, remote) in [(143, 144), (144, 2017), (0, 0), (u16::MAX, 144)] {
         refused(
             TO_SELF_DELAY,
-            Policy::enforcing(),
+            with_limits("min_to_self_delay = 144"),
             |_| {},
             move |c| {
                 let mut m = c.setup.clone();
@@ -606,6 +606,27 @@ fn setup_refuses_delays_out_of_range() {
             answered,
         );
     }
+}
+
+#[test]
+fn test_networks_take_the_delays_stock_nodes_use_and_mainnet_keeps_its_bounds() {
+    // The harness's node runs on regtest: Core Lightning's regtest delays pass by default.
+    let c = Chan::declared(Policy::enforcing());
+    let mut m = c.setup.clone();
+    m.local_to_self_delay = 6;
+    m.remote_to_self_delay = 5;
+    c.ask(&c.channeld, m).expect("regtest's delays");
+    let mainnet = Policy::enforcing().for_network(bitcoin::Network::Bitcoin);
+    assert_eq!(mainnet.limits.min_to_self_delay, 144);
+    let regtest = Policy::enforcing().for_network(bitcoin::Network::Regtest);
+    assert_eq!(regtest.limits.min_to_self_delay, 0);
+    // A limit the operator set holds on every network.
+    let set = with_limits("min_to_self_delay = 10").for_network(bitcoin::Network::Regtest);
+    assert_eq!(set.limits.min_to_self_delay, 10);
+    assert!(set
+        .to_toml()
+        .contains("set by the policy file on every network: min_to_self_delay"));
+    assert!(regtest.to_toml().contains("# limits on regtest"));
 }
 
 #[test]
