@@ -286,6 +286,25 @@ impl HsmClient {
         Ok(self.request_raw(msg).await?.msg)
     }
 
+    /// Sends `msg` that gets no reply (lightningd's `hsmd_dev_preinit`).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] or [`ClientError::Io`] if the socket failed.
+    pub async fn send_without_reply(&self, msg: &[u8]) -> Result<(), ClientError> {
+        let mut conn = self.conn.lock().await;
+        if conn.closed {
+            return Err(ClientError::Closed);
+        }
+        tokio_io::write(&mut conn.writer, msg).await.map_err(|e| {
+            if is_closed_error(&e) {
+                conn.set_closed();
+                ClientError::Closed
+            } else {
+                ClientError::Io(e)
+            }
+        })
+    }
+
     /// Like [`HsmClient::request`], but also returns the descriptor passed after the reply
     /// (only a `hsmd_client_hsmfd` request on the master gets one).
     ///

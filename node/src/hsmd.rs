@@ -60,6 +60,9 @@ pub struct HsmdConfig {
     pub expected_version: String,
     /// Its working directory: the node's network directory.
     pub network_dir: PathBuf,
+    /// Its arguments: lightningd passes `--log-io`, `--log-trace`, `--dev-debug-self` and
+    /// `--developer`, in that order, each only when it applies.
+    pub args: Vec<String>,
     /// Variables set on top of our environment (which is passed through), e.g. `VLS_PORT`.
     pub env: Vec<(OsString, OsString)>,
     /// Variables of our environment not to pass (e.g. a stray `VLS_PLAINTEXT`).
@@ -85,6 +88,7 @@ impl HsmdConfig {
             program: program.into(),
             expected_version: expected_version.into(),
             network_dir: network_dir.into(),
+            args: Vec::new(),
             env: Vec::new(),
             env_remove: Vec::new(),
             stderr: LogTarget::Inherit,
@@ -257,6 +261,7 @@ impl Hsmd {
             cmd.env_remove(k);
         }
         cmd.current_dir(&config.network_dir)
+            .args(&config.args)
             .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

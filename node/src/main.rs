@@ -290,6 +290,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let cfg = ReplayConfig {
+                proxy_args: Vec::new(),
                 corpus,
                 policy: policy.map(absolute),
                 proxy: proxy

@@ -129,6 +129,7 @@ pub fn replay_config(corpus: PathBuf) -> node::replay::ReplayConfig {
     let b = binaries();
     node::replay::ReplayConfig {
         corpus,
+        proxy_args: Vec::new(),
         policy: None,
         proxy: b.proxy.clone(),
         signer: b.signer.clone(),

@@ -164,3 +164,63 @@ async fn a_forbidden_master_request_stops_the_proxy() {
     assert!(env.hsmd.status().failure().is_some());
     env.teardown().await;
 }
+
+/// lightningd starts hsmd with `--log-io`, `--log-trace`, `--dev-debug-self` and
+/// `--developer`, in that order, each when it applies, and with `--developer` sends
+/// `hsmd_dev_preinit` (no reply) before `hsmd_init`. Every combination starts and serves.
+#[tokio::test]
+async fn started_with_every_combination_of_lightningds_flags() {
+    use protocol::msgs::{DevPreinit, DevPreinitTlvs, PreapproveInvoice, PreapproveInvoiceReply};
+    use protocol::types::WireString;
+    const FLAGS: [&str; 4] = ["--log-io", "--log-trace", "--dev-debug-self", "--developer"];
+    for mask in 0..16u32 {
+        let args: Vec<String> = (0..4)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| FLAGS[i].to_string())
+            .collect();
+        let developer = args.iter().any(|a| a == "--developer");
+        let mut cfg = replay_config(data_file("conformance/cln-hsmd-golden.json"));
+        cfg.proxy_args = args.clone();
+        let env = CaseEnv::start(&cfg, "flags", &SECRET, None)
+            .await
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        if developer {
+            // As lightningd sends it with `--dev-hsmd-fail-preapprove`.
+            let preinit = DevPreinit::new(DevPreinitTlvs {
+                fail_preapprove: Some(true),
+                no_preapprove_check: Some(true),
+                warn_on_overgrind: None,
+                unknown: vec![],
+            });
+            env.hsmd
+                .master()
+                .send_without_reply(&preinit.encode().unwrap())
+                .await
+                .unwrap();
+        }
+        let req = init_request(bitcoin::Network::Regtest, None);
+        let reply = tokio::time::timeout(T, env.hsmd.master().init(&req))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?}: init timed out"))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        // `no_preapprove_check` takes the check messages out of the capabilities.
+        assert_eq!(
+            reply.hsm_capabilities.contains(&51),
+            !developer,
+            "{args:?}: {:?}",
+            reply.hsm_capabilities
+        );
+        if developer {
+            // `fail_preapprove`: every preapproval is answered "not approved".
+            let req = PreapproveInvoice::new(WireString::from("lnbcrt1x"));
+            let r = env
+                .hsmd
+                .master()
+                .request(&req.encode().unwrap())
+                .await
+                .unwrap();
+            assert!(!PreapproveInvoiceReply::decode(&r).unwrap().approved);
+        }
+        env.teardown().await;
+    }
+}

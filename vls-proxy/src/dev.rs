@@ -117,7 +117,11 @@ impl DevMode {
                     Err(e) => Local::Fatal(format!("encoding hsmd_dev_memleak_reply: {e}")),
                 }
             }
-            _ => Local::Route,
+            _ => match self.refused_preapproval(msg) {
+                // lightningd's `preapproveinvoice` and `preapprovekeysend` come on fd 3.
+                Some(reply) => Local::Reply(reply),
+                None => Local::Route,
+            },
         }
     }
 

@@ -72,6 +72,7 @@ impl TestNode {
         std::fs::write(&policy, "default = \"enforce\"\n").unwrap();
         let (proxy, signer) = binaries().clone();
         let cfg = ReplayConfig {
+            proxy_args: Vec::new(),
             corpus: PathBuf::new(),
             policy: Some(policy),
             proxy,

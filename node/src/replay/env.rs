@@ -182,6 +182,7 @@ impl CaseEnv {
                 }
             }
             hcfg.stderr = log_target(cfg, name, "proxy");
+            hcfg.args = cfg.proxy_args.clone();
             hcfg.kill_with_parent = true;
             let hsmd = Hsmd::spawn(hcfg).await.map_err(|e| e.to_string())?;
             match wait_listening(&hsmd, port).await {

@@ -29,6 +29,8 @@ pub struct ReplayConfig {
     pub policy: Option<PathBuf>,
     /// The `vls-proxy` binary.
     pub proxy: PathBuf,
+    /// The arguments it is started with (lightningd's subdaemon flags).
+    pub proxy_args: Vec<String>,
     /// The `signer` binary.
     pub signer: PathBuf,
     /// The Core Lightning version the proxy must report for `--version`.
