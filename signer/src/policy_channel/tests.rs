@@ -683,6 +683,33 @@ fn commitment_feerate_must_be_in_range() {
     }
 }
 
+/// The fee rate is what the transaction pays, whatever the request says: openingd sends 0 for
+/// the first commitment, and a request cannot make a transaction that pays too much pass.
+#[test]
+fn commitment_feerate_is_read_from_the_transaction() {
+    let c = Chan::open(Policy::enforcing());
+    let mut b = c.build(Owner::Counterparty, 0, &Model::opening());
+    b.feerate = 0;
+    c.sign_remote(0, &b)
+        .expect("openingd's feerate 0 on a commitment paying 253 sat/kw");
+    let mut h = c.build(Owner::Holder, 0, &Model::opening());
+    h.feerate = 0;
+    c.validate(0, &h).expect("the same for our own commitment");
+
+    let m = Model::opening().feerate(100_001);
+    refused(
+        FEERATE,
+        Policy::enforcing(),
+        set_up,
+        |c| {
+            let mut b = c.build(Owner::Counterparty, 0, &m);
+            b.feerate = 253;
+            c.sign_remote(0, &b)
+        },
+        |c| c.sign_reply(&c.build(Owner::Counterparty, 0, &m)),
+    );
+}
+
 #[test]
 fn commitment_htlcs_are_limited_in_number_and_value() {
     let three = Model::opening()

@@ -458,6 +458,34 @@ fn mutual_close_pays_our_shutdown_script_and_the_peers() {
     assert_eq!(close(&s, good).unwrap(), reply);
 }
 
+/// lightningd keeps the agreed closing transaction as the channel's last one and sends it in
+/// `sign_commitment_tx` to broadcast it: the one we signed is signed again, anything else is
+/// still a commitment to check.
+#[test]
+fn the_agreed_close_comes_back_through_sign_commitment_tx() {
+    let ours = p2wpkh(&pubkey(20));
+    let theirs = p2wpkh(&pubkey(21));
+    // Every rule enforced.
+    let s = signer(Policy::from_toml("[limits]\nwallet_scan_depth = 20\n").unwrap());
+    setup(&s, Some(&ours), Some(&theirs));
+    let good = vec![out(600_000, ours.clone()), out(399_000, theirs.clone())];
+    let signed = SignTxReply::decode(&close(&s, good.clone()).unwrap()).unwrap();
+    let again = |outputs: Vec<TxOut>| {
+        let m = SignCommitmentTx::new(peer(), DBID, close_tx(&s, outputs), pubkey(14), 0);
+        s.handle(
+            &ClientContext::master(),
+            None,
+            &Message::from(m).encode().unwrap(),
+        )
+    };
+    let reply = SignCommitmentTxReply::decode(&again(good).unwrap()).unwrap();
+    assert_eq!(reply.sig, signed.sig);
+    // A transaction never agreed is no close: it is checked as a commitment (never validated).
+    let other = vec![out(500_000, ours), out(499_000, theirs)];
+    let got = again(other);
+    assert_eq!(rule_of(&got), Some("commitment-balance"), "{got:?}");
+}
+
 #[test]
 fn mutual_close_without_shutdown_scripts_pays_the_wallet_and_one_peer_output() {
     let s = signer(enforcing(""));
