@@ -264,6 +264,7 @@ impl Proxy {
                 Err(CallError::Refused {
                     fatal: Some(reason),
                     description,
+                    ..
                 }) => {
                     self.router.metrics.done();
                     self.fail(reason, description).await;
@@ -288,20 +289,69 @@ impl Proxy {
     }
 }
 
-/// The `status_fail` for a master request the signer refused.
+/// The `status_fail` for a master request the signer refused: a policy refusal reads as one,
+/// naming its rule and the request (lightningd has no error reply on fd 3, so this is the
+/// line its log ends with).
 fn master_failure(msg: &[u8], e: &CallError) -> (u8, String) {
     let t = msg
         .get(..2)
-        .map_or(u32::MAX, |b| u32::from(u16::from_be_bytes([b[0], b[1]])));
+        .map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]));
+    let name = protocol::msgs::name_of(t).unwrap_or("unknown request");
     match e {
         CallError::Refused {
             fatal: Some(reason),
             description,
+            ..
         } => (*reason, description.clone()),
+        CallError::Refused {
+            rule: Some(rule),
+            description,
+            ..
+        } => (
+            FAIL_INTERNAL_ERROR,
+            format!(
+                "the signer's policy rule {rule} refused {name} from lightningd: {description}"
+            ),
+        ),
         CallError::Refused { description, .. } => (
             FAIL_MASTER_IO,
             format!("Error parsing {t}: {}: {description}", hex::encode(msg)),
         ),
-        other => (FAIL_INTERNAL_ERROR, format!("request {t} failed: {other}")),
+        other => (FAIL_INTERNAL_ERROR, format!("{name} failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_refusal_on_fd_3_reads_as_a_refusal_with_its_rule() {
+        let msg = [0u8, 7, 1, 2, 3];
+        let (reason, desc) = master_failure(
+            &msg,
+            &CallError::Refused {
+                description: "policy onchain-destination-allowlisted: output 0 pays a stranger"
+                    .into(),
+                fatal: None,
+                rule: Some("onchain-destination-allowlisted".into()),
+            },
+        );
+        assert_eq!(reason, FAIL_INTERNAL_ERROR);
+        assert!(desc.starts_with(
+            "the signer's policy rule onchain-destination-allowlisted refused hsmd_sign_withdrawal"
+        ), "{desc}");
+        assert!(!desc.contains("parsing"), "{desc}");
+        // A request the signer could not read is still reported as hsmd reports it.
+        let (reason, desc) = master_failure(
+            &msg,
+            &CallError::Refused {
+                description: "field psbt: invalid PSBT".into(),
+                fatal: None,
+                rule: None,
+            },
+        );
+        assert_eq!(reason, FAIL_MASTER_IO);
+        assert!(desc.starts_with("Error parsing 7: 0007010203"), "{desc}");
     }
 }

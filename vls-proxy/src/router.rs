@@ -29,6 +29,8 @@ pub enum CallError {
         description: String,
         /// Whether the signer will not serve this node any more (hsmd would exit).
         fatal: Option<u8>,
+        /// The policy rule that refused it, when one did.
+        rule: Option<String>,
     },
     /// The signer kept reporting a temporary failure past the retry budget.
     RetriesExhausted {
@@ -210,6 +212,7 @@ impl Router {
                     "hsmd was not initialized correctly, expected message type 11, got {msg_type}"
                 ),
                 fatal: Some(0),
+                rule: None,
             });
         }
         // hsmd answers `hsmd_client_hsmfd` even before init: it may go out as init does.
@@ -231,6 +234,7 @@ impl Router {
                         resp.error
                     },
                     fatal: resp.is_fatal.then_some(resp.fatal_reason as u8),
+                    rule: (!resp.policy_rule.is_empty()).then(|| resp.policy_rule.clone()),
                 });
             }
             Ok(resp.message)
