@@ -343,10 +343,11 @@ fn attack_corpus_is_refused_when_enforced_and_answered_like_cln_when_warned() {
 /// attacks are refused before they could change anything the later steps depend on: on-chain
 /// signatures keep no state, and a content attack on commitment `n` is superseded by the
 /// honest commitment `n`).
+// `revoke_skipping_ahead` and `revoke_commitment_signed_for_broadcast` are not here: their
+// later steps ask for revocations the successful attack already gave, and a revocation given
+// is given again (channeld retransmits older ones after a restart), so they answer the same.
 const PROBED: &[&str] = &[
-    "revoke_skipping_ahead",
     "revoke_latest_commitment",
-    "revoke_commitment_signed_for_broadcast",
     "validate_skipping_a_commitment_number",
     "sign_remote_skipping_a_commitment_number",
     "sign_remote_before_previous_revoked",

@@ -203,6 +203,7 @@ pub struct Node {
     hsmd: Hsmd,
     tools: Tools,
     extra: Vec<String>,
+    bins: crate::Binaries,
     signer_dir: PathBuf,
     signer_port: u16,
     proc: Option<Proc>,
@@ -211,8 +212,27 @@ pub struct Node {
 }
 
 impl Node {
-    /// Sets up a node in `root/name` (nothing runs yet).
+    /// Sets up a node in `root/name` (nothing runs yet), with the workspace's debug binaries.
     pub fn new(tools: &Tools, root: &Path, name: &str, hsmd: Hsmd) -> Node {
+        let bins = match hsmd {
+            Hsmd::Remote => crate::binaries().clone(),
+            Hsmd::Stock => crate::Binaries {
+                proxy: PathBuf::new(),
+                signer: PathBuf::new(),
+                node: PathBuf::new(),
+            },
+        };
+        Node::with_binaries(tools, root, name, hsmd, bins)
+    }
+
+    /// Sets up a node in `root/name` whose proxy and signer are `bins`.
+    pub fn with_binaries(
+        tools: &Tools,
+        root: &Path,
+        name: &str,
+        hsmd: Hsmd,
+        bins: crate::Binaries,
+    ) -> Node {
         let dir = root.join(name);
         std::fs::create_dir_all(dir.join("regtest")).unwrap();
         let signer_dir = root.join(format!("{name}-signer"));
@@ -224,6 +244,7 @@ impl Node {
             hsmd,
             tools: tools.clone(),
             extra: Vec::new(),
+            bins,
             signer_dir,
             signer_port: free_port(),
             proc: None,
@@ -231,7 +252,7 @@ impl Node {
             signer_runs: 0,
         };
         if hsmd == Hsmd::Remote {
-            let bins = crate::binaries();
+            let bins = n.bins.clone();
             let out = Command::new(&bins.signer)
                 .arg("--data-dir")
                 .arg(&n.signer_dir)
@@ -276,7 +297,7 @@ impl Node {
                 .join(format!("{}-signer-{}.log", self.name, self.signer_runs)),
         )
         .unwrap();
-        let child = Command::new(&crate::binaries().signer)
+        let child = Command::new(&self.bins.signer)
             .arg("--data-dir")
             .arg(&self.signer_dir)
             .arg("run")

@@ -10,7 +10,7 @@
 //! | `channel-known` | any request for a forgotten channel; commitment work on a channel never set up |
 //! | `commitment-number-monotonic` | validating a holder commitment older than one already validated, or skipping one |
 //! | `revoke-superseded-only` | revealing the secret of holder commitment `n` before `n + 1` was validated |
-//! | `revoke-in-order` | revoking out of order or twice (ours and the peer's) |
+//! | `revoke-in-order` | revoking ahead of the next commitment in order (a revocation already given is given again); the peer's revocations out of order |
 //! | `commitment-holder-not-revoked` | revoking a holder commitment that was signed for broadcast |
 //! | `revocation-secret-matches` | a peer's secret that is not the one of the point it gave |
 //! | `channel-safe-type`, `channel-to-self-delay`, `channel-max-value` | a `setup_channel` whose channel type, delays or value are unsafe |
@@ -256,12 +256,21 @@ pub(crate) fn revoke_commitment_tx(r: &mut Req<'_>, m: RevokeCommitmentTx) -> Re
         .per_commitment_secret(n)
         .map_err(|_| SignerError::BadRequest(format!("Cannot derive secret {n}")))?;
     check_superseded(r, &state, n)?;
-    // channeld asks again for the latest revocation after a reconnect: the same secret again
-    // reveals nothing new, so that repeat is answered; anything else must be the next one.
-    let repeat_of_latest = n.checked_add(1) == Some(state.holder_revoked_below);
+    // channeld asks again for a revocation it sent when it reestablishes a channel (BOLT 2
+    // retransmission; after lightningd stopped between our revocation and persisting it, for
+    // one older than the latest): a secret already revealed reveals nothing new, so any
+    // repeat is answered; a new revocation must be the next one.
+    let repeat = n < state.holder_revoked_below;
+    if repeat && n.checked_add(1) != Some(state.holder_revoked_below) {
+        log::info!(
+            "dbid {}: holder commitment {n} revoked again (revoked below {})",
+            key.dbid,
+            state.holder_revoked_below
+        );
+    }
     r.policy.check(
         "revoke-in-order",
-        n == state.holder_revoked_below || repeat_of_latest,
+        n == state.holder_revoked_below || repeat,
         || {
             format!(
                 "holder commitment {n} revoked out of order: the next to revoke is {}",

@@ -140,7 +140,6 @@ pub fn all() -> Vec<CaseBuilder> {
     let k = Keys::new();
     vec![
         // Our commitments and their revocation.
-        revoke_older_commitment_again(&k),
         revoke_skipping_ahead(&k),
         revoke_latest_commitment(&k),
         revoke_commitment_signed_for_broadcast(&k),
@@ -300,25 +299,6 @@ fn new_channeld(b: &mut CaseBuilder, ch: &Channel) -> u64 {
 }
 
 // --- Our commitments and their revocation ------------------------------------------------
-
-fn revoke_older_commitment_again(k: &Keys) -> CaseBuilder {
-    let (mut b, ch, c) = opened(
-        k,
-        "revoke_older_commitment_again",
-        "Commitments 0 and 1 are revoked and 2 is current; channeld asks to revoke 0 again.",
-        "Our commitments are revoked one after the other, each once (only the latest may be asked \
-         again after a reconnect). A request for an older one is a node running on stale state \
-         (an old backup, or a compromised channeld); if the signer went along, its record of \
-         what it revealed would stop matching the node's, and that record is what keeps it \
-         from signing a revoked commitment for broadcast, which the peer punishes by taking the \
-         whole channel.",
-        2,
-    );
-    b.attack(c, ch.revoke(0), "revoke-in-order");
-    let c = new_channeld(&mut b, &ch);
-    round(&mut b, c, &ch, 3, &history(&ch)[3]);
-    b
-}
 
 fn revoke_skipping_ahead(k: &Keys) -> CaseBuilder {
     let (mut b, ch, c) = opened(
