@@ -85,7 +85,7 @@ fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("spec");
     let mut msgs: Vec<Msg> = Vec::new();
     let mut tlvs: Vec<(String, Vec<TlvRecord>)> = Vec::new();
-    for file in ["hsmd_wire.csv", "status_wire.csv"] {
+    for file in ["hsmd_wire.csv", "status_wire.csv", "vls_wire.csv"] {
         let path = dir.join(file);
         println!("cargo:rerun-if-changed={}", path.display());
         let text = std::fs::read_to_string(&path).unwrap();

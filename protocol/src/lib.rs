@@ -8,11 +8,14 @@
 //! - [`permissions`]: the `HSM_PERM_*` bits and which message needs which;
 //! - [`socket`]: an hsmd fd on tokio that wakes its task only for reads (runs in the
 //!   caller's runtime);
+//! - [`check`]: the answers of `vls_check_request`, our extension (would the signer sign
+//!   this request of lightningd's?);
 //! - [`error`]: typed decode and encode errors;
 //! - [`json`]: JSON rendering of fields, for the decode tool and logs.
 
 #[cfg(test)]
 mod arb;
+pub mod check;
 pub mod codec;
 pub mod error;
 pub mod frame;

@@ -1,5 +1,5 @@
 //! Client permissions (`HSM_PERM_*`) and which permission each request needs, exactly as
-//! Core Lightning's hsmd maps them.
+//! Core Lightning's hsmd maps them; our own extension (`vls_check_request`) needs the master's.
 
 use crate::msgs::*;
 use std::fmt;
@@ -131,6 +131,8 @@ pub fn required(msg_type: u16) -> Option<Permissions> {
         | SignAnchorspend::TYPE
         | SignHtlcTxMingle::TYPE
         | SignAnyCannouncementReq::TYPE => Permissions::MASTER,
+        // Not Core Lightning's: a dry run of a request lightningd itself would send.
+        VlsCheckRequest::TYPE => Permissions::MASTER,
         _ => return None,
     })
 }
@@ -151,5 +153,21 @@ mod tests {
         assert_eq!(Permissions::DUALOPEND.bits(), 344);
         assert!(!Permissions::from_bits(u64::MAX).allows(EcdhResp::TYPE));
         assert!(!Permissions::from_bits(u64::MAX).allows(0xffff));
+    }
+
+    #[test]
+    fn only_the_master_may_ask_for_a_dry_run() {
+        assert!(Permissions::LIGHTNINGD.allows(VlsCheckRequest::TYPE));
+        for p in [
+            Permissions::CONNECTD,
+            Permissions::OPENINGD,
+            Permissions::DUALOPEND,
+            Permissions::CHANNELD,
+            Permissions::CLOSINGD,
+            Permissions::ONCHAIND,
+        ] {
+            assert!(!p.allows(VlsCheckRequest::TYPE), "{p:?}");
+        }
+        assert!(!Permissions::LIGHTNINGD.allows(VlsCheckRequestReply::TYPE));
     }
 }

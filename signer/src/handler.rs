@@ -131,6 +131,10 @@ impl Signer {
         };
         // Permission passed and the session exists for every other type.
         let session = session.ok_or_else(|| SignerError::malformed("not initialized"))?;
+        // Our extension: would lightningd's request be signed? (Answered, never kept.)
+        if let Message::VlsCheckRequest(m) = msg {
+            return crate::dry_run::check(self, &session, client, &m).and_then(encode);
+        }
 
         let cache = request_id
             .filter(|_| changes_state(t))
@@ -159,6 +163,33 @@ impl Signer {
             txn.commit()?;
         }
         Ok(reply)
+    }
+
+    /// Runs `msg` through its handler exactly as [`Signer::handle`] does, but never commits:
+    /// the write transaction it opened, if any, is rolled back, so nothing it wrote is kept.
+    /// Its reply is returned for the caller to inspect; it must not leave the signer.
+    pub(crate) fn handle_uncommitted(
+        &self,
+        session: &Session,
+        client: &ClientContext,
+        msg: Message,
+    ) -> Result<Message> {
+        let mut req = Req {
+            session,
+            client,
+            policy: &session.policy,
+            store: &self.store,
+            approvals: &self.approvals,
+            txn: None,
+        };
+        let outcome = handlers::dispatch(&mut req, msg);
+        if let Some(txn) = req.txn.take() {
+            if let Err(e) = txn.abort() {
+                // Nothing was committed either way; redb repairs a failed rollback on reopen.
+                log::warn!("rolling back a dry run: {e}");
+            }
+        }
+        outcome
     }
 
     fn init(&self, m: Init) -> Result<Message> {
@@ -385,7 +416,7 @@ impl<'a> Req<'a> {
     }
 
     /// The secrets of a channel.
-    pub fn channel_secrets(&self, key: &ChannelKey) -> Result<ChannelSecrets> {
+    pub fn channel_secrets(&self, key: &ChannelKey) -> Result<std::sync::Arc<ChannelSecrets>> {
         self.keys()
             .channel_secrets(key.peer_id.as_bytes(), key.dbid)
             .map_err(|e| SignerError::BadRequest(e.to_string()))

@@ -136,7 +136,16 @@ pub struct KeyManager {
     derived_secret: Zeroizing<[u8; 32]>,
     /// Base of every channel seed.
     channel_seed_base: Zeroizing<[u8; 32]>,
+    /// Channel secrets already derived (an HKDF and five point multiplications each), at most
+    /// [`CHANNEL_CACHE`]; emptied when full.
+    channels: std::sync::Mutex<ChannelCache>,
 }
+
+/// Derived channel secrets by (peer id, dbid).
+type ChannelCache = std::collections::HashMap<([u8; 33], u64), std::sync::Arc<ChannelSecrets>>;
+
+/// How many channels' secrets [`KeyManager`] keeps derived.
+const CHANNEL_CACHE: usize = 4096;
 
 impl fmt::Debug for KeyManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -211,6 +220,7 @@ impl KeyManager {
             bip86_base,
             derived_secret,
             channel_seed_base,
+            channels: Default::default(),
         })
     }
 
@@ -388,8 +398,20 @@ impl KeyManager {
         &self,
         peer_id: &[u8; 33],
         dbid: u64,
-    ) -> Result<ChannelSecrets, KeyError> {
-        ChannelSecrets::from_seed(&self.channel_seed(peer_id, dbid))
+    ) -> Result<std::sync::Arc<ChannelSecrets>, KeyError> {
+        let key = (*peer_id, dbid);
+        let mut cache = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.get(&key) {
+            return Ok(s.clone());
+        }
+        let secrets = std::sync::Arc::new(ChannelSecrets::from_seed(
+            &self.channel_seed(peer_id, dbid),
+        )?);
+        if cache.len() >= CHANNEL_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, secrets.clone());
+        Ok(secrets)
     }
 
     /// The key of an output that a peer's unilateral close pays to us (`close_info` UTXOs,

@@ -6,6 +6,8 @@
 //! - [`sign`]: signature primitives with Core Lightning's exact nonce choices;
 //! - [`handler`]: [`Signer::handle`], one request in, one reply out; `handlers/` holds one
 //!   function per request type;
+//! - [`dry_run`]: `vls_check_request`, whether a request of lightningd's would be signed,
+//!   asked before lightningd sends it (a refusal on its own fd would stop it);
 //! - [`policy`]: named rules, each enforced or warned;
 //! - `policy_channel`: the channel and commitment rules (channel types, delays, values, fee
 //!   rates, HTLCs, balances);
@@ -22,6 +24,7 @@ pub mod bolt3;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod dry_run;
 pub mod error;
 pub mod gossip;
 pub mod handler;

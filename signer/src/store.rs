@@ -356,6 +356,12 @@ impl Txn {
     pub fn commit(self) -> Result<()> {
         self.inner.commit().map_err(storage)
     }
+
+    /// Rolls everything written in this transaction back (as dropping it does, but with the
+    /// error reported).
+    pub fn abort(self) -> Result<()> {
+        self.inner.abort().map_err(storage)
+    }
 }
 
 fn reply_key(client: &ChannelKey, request_id: u64) -> [u8; 49] {

@@ -305,7 +305,10 @@ impl Node {
             .arg(format!("https://localhost:{}", self.signer_port))
             .arg("--tls-dir")
             .arg(self.tls_dir())
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CLN_SIGNER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -235,6 +235,16 @@ fn scenario(hsmd: Hsmd) {
     step(start, "withdrawal to our own address");
 
     if hsmd == Hsmd::Remote {
+        // The proxy's log is in lightningd's log, as hsmd's is, and not on its stderr.
+        for n in [&a, &b] {
+            assert!(
+                n.log_has("INFO    hsmd: signer stream"),
+                "{}",
+                n.log_tail(60)
+            );
+            let stderr = std::fs::read_to_string(n.dir.join("stderr.log")).unwrap_or_default();
+            assert!(!stderr.contains("vls-proxy"), "{} stderr: {stderr}", n.name);
+        }
         // Nothing was refused along the way.
         for n in [&a, &b] {
             assert!(

@@ -12,6 +12,7 @@ mod decode;
 mod dev;
 mod fdpass;
 mod metrics;
+mod plugin_socket;
 mod router;
 mod server;
 mod status;
@@ -205,6 +206,8 @@ async fn serve(cli: Cli) -> i32 {
         ..Default::default()
     };
     let router = router::Router::new(config, metrics.clone());
+    // vls-plugin's checks (would the signer sign lightningd's next request?): see plugin_socket.
+    plugin_socket::spawn(router.clone());
 
     let addr = SocketAddr::new(cli.bind, cli.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {

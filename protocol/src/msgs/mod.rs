@@ -1,5 +1,6 @@
 //! Every message of the hsmd protocol (and the status messages of fd 0) as a typed struct,
-//! generated at build time from `spec/hsmd_wire.csv` and `spec/status_wire.csv`.
+//! generated at build time from `spec/hsmd_wire.csv` and `spec/status_wire.csv`, and our own
+//! extensions from `spec/vls_wire.csv` (`vls_check_request`: would the signer sign this?).
 //!
 //! Each struct has its fields named as in the csv, `TYPE` and `NAME`, `new`, `decode` /
 //! `encode` for a whole message and `decode_body` / `encode_body` for what follows the type.
@@ -101,6 +102,46 @@ mod tests {
             })
         );
         assert_eq!(m.encode().unwrap(), vec![0x12, 0x34, 1, 2]);
+    }
+
+    #[test]
+    fn check_request_carries_a_whole_request_and_round_trips() {
+        let inner = EcdhReq::new(
+            secp256k1::SecretKey::from_slice(&[1; 32])
+                .unwrap()
+                .public_key(secp256k1::SECP256K1),
+        );
+        let inner = Message::from(inner).encode().unwrap();
+        let m = VlsCheckRequest::new(inner.clone());
+        let bytes = Message::from(m.clone()).encode().unwrap();
+        assert_eq!(&bytes[..2], &60100u16.to_be_bytes());
+        assert_eq!(&bytes[2..6], &(inner.len() as u32).to_be_bytes());
+        assert_eq!(&bytes[6..], &inner[..]);
+        assert_eq!(
+            Message::decode(&bytes).unwrap(),
+            Message::VlsCheckRequest(m)
+        );
+        assert_eq!(name_of(60100), Some("vls_check_request"));
+
+        let reply = VlsCheckRequestReply::new(
+            false,
+            WireString::from("onchain-destination-allowlisted"),
+            WireString::from("output 0 pays\na stranger"),
+        );
+        let bytes = reply.encode().unwrap();
+        assert_eq!(&bytes[..3], &[0xeb, 0x28, 0]);
+        let back = VlsCheckRequestReply::decode(&bytes).unwrap();
+        assert_eq!(back, reply);
+        assert_eq!(back.detail.as_str(), Some("output 0 pays a stranger"));
+        let ok = VlsCheckRequestReply::new(true, WireString::from(""), WireString::from(""));
+        assert_eq!(ok.encode().unwrap(), vec![0xeb, 0x28, 1, 0, 0]);
+    }
+
+    #[test]
+    fn check_request_shorter_than_its_length_is_refused() {
+        let e = Message::decode(&[0xea, 0xc4, 0, 0, 0, 9, 0, 1]).unwrap_err();
+        assert_eq!(e.msg_type(), Some(60100));
+        assert!(Message::decode(&[0xea, 0xc4, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 
     #[test]

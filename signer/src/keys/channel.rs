@@ -38,6 +38,8 @@ pub struct ChannelSecrets {
     pub delayed_payment_basepoint_secret: SecretKey,
     /// Seed of the per-commitment secrets.
     shachain_seed: Zeroizing<[u8; 32]>,
+    /// The public side, computed once (five point multiplications).
+    basepoints: ChannelBasepoints,
 }
 
 /// A channel's public basepoints and funding key, as `get_channel_basepoints_reply` carries
@@ -88,25 +90,28 @@ impl ChannelSecrets {
         };
         let mut shachain_seed = Zeroizing::new([0u8; 32]);
         shachain_seed.copy_from_slice(&okm[160..]);
+        let (funding_key, revocation, htlc, payment, delayed) =
+            (key(0)?, key(1)?, key(2)?, key(3)?, key(4)?);
         Ok(ChannelSecrets {
-            funding_key: key(0)?,
-            revocation_basepoint_secret: key(1)?,
-            htlc_basepoint_secret: key(2)?,
-            payment_basepoint_secret: key(3)?,
-            delayed_payment_basepoint_secret: key(4)?,
+            basepoints: ChannelBasepoints {
+                revocation: revocation.public_key(SECP256K1),
+                payment: payment.public_key(SECP256K1),
+                htlc: htlc.public_key(SECP256K1),
+                delayed_payment: delayed.public_key(SECP256K1),
+                funding_pubkey: funding_key.public_key(SECP256K1),
+            },
+            funding_key,
+            revocation_basepoint_secret: revocation,
+            htlc_basepoint_secret: htlc,
+            payment_basepoint_secret: payment,
+            delayed_payment_basepoint_secret: delayed,
             shachain_seed,
         })
     }
 
     /// The public basepoints and funding key.
     pub fn basepoints(&self) -> ChannelBasepoints {
-        ChannelBasepoints {
-            revocation: self.revocation_basepoint_secret.public_key(SECP256K1),
-            payment: self.payment_basepoint_secret.public_key(SECP256K1),
-            htlc: self.htlc_basepoint_secret.public_key(SECP256K1),
-            delayed_payment: self.delayed_payment_basepoint_secret.public_key(SECP256K1),
-            funding_pubkey: self.funding_key.public_key(SECP256K1),
-        }
+        self.basepoints
     }
 
     /// Per-commitment secret `n` (the shachain element 2^48 - 1 - n). Revealing it revokes

@@ -256,7 +256,7 @@ impl Chan {
         self.signer.store().channel(&key()).unwrap()
     }
 
-    fn ours(&self) -> ChannelSecrets {
+    fn ours(&self) -> std::sync::Arc<ChannelSecrets> {
         self.signer
             .session()
             .unwrap()

@@ -327,7 +327,7 @@ fn channel_key() -> ChannelKey {
     }
 }
 
-fn secrets(signer: &Signer) -> ChannelSecrets {
+fn secrets(signer: &Signer) -> std::sync::Arc<ChannelSecrets> {
     signer
         .session()
         .unwrap()

@@ -68,6 +68,9 @@ fn run(tools: &Tools, hsmd: Hsmd, bins: &Binaries, payments: usize) -> Vec<Durat
     }
     a.stop();
     b.stop();
+    if std::env::var_os("CLN_BENCH_KEEP").is_some() {
+        println!("logs kept in {}", root.keep().display());
+    }
     times.sort();
     times
 }

@@ -181,7 +181,7 @@ fn sort_outputs(outputs: &mut [TxOut]) {
 pub struct Channel {
     pub peer_id: NodeId,
     pub dbid: u64,
-    pub ours: ChannelSecrets,
+    pub ours: std::sync::Arc<ChannelSecrets>,
     pub peer: ChannelSecrets,
     pub setup: SetupChannel,
 }
