@@ -220,6 +220,7 @@ impl Node {
                 proxy: PathBuf::new(),
                 signer: PathBuf::new(),
                 node: PathBuf::new(),
+                plugin: PathBuf::new(),
             },
         };
         Node::with_binaries(tools, root, name, hsmd, bins)
@@ -270,6 +271,9 @@ impl Node {
             assert!(out.status.success(), "vls-proxy certs: {out:?}");
             n.extra
                 .push(format!("--subdaemon=hsmd:{}", bins.proxy.display()));
+            if bins.plugin.is_file() {
+                n.extra.push(format!("--plugin={}", bins.plugin.display()));
+            }
         }
         n
     }

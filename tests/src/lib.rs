@@ -22,6 +22,8 @@ pub struct Binaries {
     pub signer: PathBuf,
     /// `node`.
     pub node: PathBuf,
+    /// `vls-plugin`, the Core Lightning plugin.
+    pub plugin: PathBuf,
 }
 
 /// The workspace root (the parent of this crate).
@@ -93,6 +95,7 @@ pub fn binaries() -> &'static Binaries {
             proxy: take("vls-proxy"),
             signer: take("signer"),
             node: take("node"),
+            plugin: take("vls-plugin"),
         }
     })
 }

@@ -3,8 +3,10 @@
 //! enforce mode with the default policy. Every flow Core Lightning runs for a legitimate
 //! channel must pass: funding, opening (each side funds one channel), invoice payments and
 //! keysend both ways, a signer restart in the middle of a payment, a lightningd restart, a
-//! mutual close, a force close with the sweep back to the wallet, and a withdrawal to our own
-//! address. The same scenario with Core Lightning's own hsmd is the control.
+//! mutual close, a force close with the sweep back to the wallet, a withdrawal to our own
+//! address, and one to a foreign address that `vls-plugin` refuses with a JSON-RPC error
+//! naming the rule while lightningd stays up. The same scenario with Core Lightning's own hsmd
+//! is the control.
 //!
 //! Needs `lightningd`, `lightning-cli`, `bitcoind` and `bitcoin-cli` (v26.06.6 and v31.1) on
 //! `PATH` or in `LIGHTNINGD_BIN_DIR`: the tests are `#[ignore]`d, and `scripts/test.sh` runs
@@ -235,6 +237,25 @@ fn scenario(hsmd: Hsmd) {
     step(start, "withdrawal to our own address");
 
     if hsmd == Hsmd::Remote {
+        // A withdrawal to a foreign address: the plugin asks the signer first, and its refusal
+        // is a JSON-RPC error naming the rule; lightningd stays up.
+        let foreign = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+        let refused = a
+            .try_rpc(
+                "withdraw",
+                &[&format!("destination={foreign}"), "satoshi=100000"],
+            )
+            .expect_err("the signer's policy refuses a foreign destination");
+        assert_eq!(refused["code"], 2001, "{refused}");
+        let why = refused["message"].as_str().unwrap_or_default();
+        assert!(why.contains("onchain-destination-allowlisted"), "{refused}");
+        a.rpc("getinfo", &[]);
+        a.check_alive();
+        step(
+            start,
+            "withdrawal to a foreign address refused by the plugin, lightningd up",
+        );
+
         // The proxy's log is in lightningd's log, as hsmd's is, and not on its stderr.
         for n in [&a, &b] {
             assert!(

@@ -52,7 +52,13 @@ struct Cli {
     tls_dir: PathBuf,
     /// Accept the signer without TLS. Only for tests and peers that cannot do TLS: anyone who
     /// reaches the port could then pose as the signer.
-    #[arg(long, env = "VLS_PLAINTEXT")]
+    /// `VLS_PLAINTEXT` takes 1/0, yes/no, true/false, on/off.
+    #[arg(
+        long,
+        env = "VLS_PLAINTEXT",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     plaintext: bool,
     /// The node id the signer must have (hex); without it the first signer's id is pinned.
     #[arg(long, env = "VLS_EXPECT_NODE_ID")]
@@ -280,4 +286,38 @@ fn parse_node_id(s: &str) -> Result<protocol::types::NodeId, String> {
         .try_into()
         .map_err(|_| "--expect-node-id: not 33 bytes".to_string())?;
     Ok(protocol::types::NodeId::from_bytes(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lightningds_flags_and_boolean_environment_values_parse() {
+        let cli = Cli::try_parse_from([
+            "vls-proxy",
+            "--log-io",
+            "--log-trace",
+            "--dev-debug-self",
+            "--developer",
+        ])
+        .unwrap();
+        let f = cli.subdaemon_flags();
+        assert!(f.developer && f.log_io && f.log_trace && f.debug_self);
+        assert_eq!(f.log_level(), log::LevelFilter::Trace);
+        for (value, expected) in [
+            ("1", true),
+            ("yes", true),
+            ("true", true),
+            ("0", false),
+            ("no", false),
+            ("false", false),
+        ] {
+            std::env::set_var("VLS_PLAINTEXT", value);
+            let cli = Cli::try_parse_from(["vls-proxy", "--version"]).unwrap();
+            assert_eq!(cli.plaintext, expected, "VLS_PLAINTEXT={value}");
+        }
+        std::env::remove_var("VLS_PLAINTEXT");
+        assert!(Cli::try_parse_from(["vls-proxy", "--unknown"]).is_err());
+    }
 }

@@ -51,7 +51,11 @@ impl Status {
                 match o {
                     Out::Frame(bytes) if !broken => {
                         if let Err(e) = tokio_io::write(&mut out, &bytes).await {
-                            eprintln!("vls-proxy: status channel write failed: {e}");
+                            // lightningd closed it: it is stopping, and so are we (EOF on
+                            // fd 3); there is nobody left to tell.
+                            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                                eprintln!("vls-proxy: status channel write failed: {e}");
+                            }
                             broken = true;
                         }
                     }

@@ -103,6 +103,7 @@ fn main() {
         proxy: bin_dir.join("vls-proxy"),
         signer: bin_dir.join("signer"),
         node: bin_dir.join("node"),
+        plugin: bin_dir.join("vls-plugin"),
     };
     assert!(
         bins.proxy.is_file() && bins.signer.is_file(),
