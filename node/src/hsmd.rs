@@ -78,7 +78,7 @@ pub struct HsmdConfig {
 
 impl HsmdConfig {
     /// A configuration for `program` in `network_dir`, expecting `expected_version`, with
-    /// no extra environment and stderr inherited.
+    /// `VLS_LOG_STDERR=1` (the proxy's log on its stderr as well) and stderr inherited.
     pub fn new(
         program: impl Into<PathBuf>,
         expected_version: impl Into<String>,
@@ -89,7 +89,9 @@ impl HsmdConfig {
             expected_version: expected_version.into(),
             network_dir: network_dir.into(),
             args: Vec::new(),
-            env: Vec::new(),
+            // The proxy logs to the status channel, which lightningd writes to its log; the
+            // node reads that channel for events only, so it wants the lines on stderr too.
+            env: vec![("VLS_LOG_STDERR".into(), "1".into())],
             env_remove: Vec::new(),
             stderr: LogTarget::Inherit,
             kill_with_parent: false,

@@ -126,7 +126,7 @@ impl Proxy {
                     }
                     continue;
                 }
-                Local::Fatal(why) => return self.fail(FAIL_MASTER_IO, why).await,
+                Local::Fatal(reason, why) => return self.fail(reason, why).await,
             }
             let is_init = msg.get(..2) == Some(&Init::TYPE.to_be_bytes()[..]);
             let new_client = ClientHsmfd::decode(&msg).ok();

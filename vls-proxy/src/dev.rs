@@ -15,6 +15,11 @@ use protocol::msgs::{
 };
 use std::sync::Mutex;
 
+/// `status_fail` reason: lightningd sent something bad.
+const FAIL_MASTER_IO: u8 = 0;
+/// `status_fail` reason: an internal error (hsmd's failed assertion).
+const FAIL_INTERNAL_ERROR: u8 = 3;
+
 /// The subdaemon flags lightningd gives hsmd (`lightningd/subd.c`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SubdaemonFlags {
@@ -61,8 +66,8 @@ pub enum Local {
     NoReply,
     /// Answered here with this reply.
     Reply(Vec<u8>),
-    /// A request hsmd would stop on, with why.
-    Fatal(String),
+    /// A request hsmd would stop on: the `status_fail` reason and description.
+    Fatal(u8, String),
 }
 
 impl DevMode {
@@ -82,15 +87,17 @@ impl DevMode {
     pub fn master_request(&self, msg: &[u8]) -> Local {
         match msg_type(msg) {
             DevPreinit::TYPE => {
-                let Ok(m) = DevPreinit::decode(msg) else {
-                    return Local::Fatal(format!(
-                        "Error parsing hsmd_dev_preinit: {}",
-                        hex::encode(msg)
-                    ));
-                };
                 if !self.flags.developer {
-                    log::warn!("hsmd_dev_preinit from a lightningd that did not pass --developer");
+                    // hsmd asserts developer mode here and dies of the signal.
+                    log::error!("hsmd_dev_preinit from a lightningd that did not pass --developer");
+                    return Local::Fatal(FAIL_INTERNAL_ERROR, "FATAL SIGNAL".into());
                 }
+                let Ok(m) = DevPreinit::decode(msg) else {
+                    return Local::Fatal(
+                        FAIL_MASTER_IO,
+                        format!("Error parsing {}: {}", DevPreinit::TYPE, hex::encode(msg)),
+                    );
+                };
                 let mut k = self.knobs.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(v) = m.tlvs.fail_preapprove {
                     k.fail_preapprove = v;
@@ -114,7 +121,10 @@ impl DevMode {
                 // memleak machinery: nothing found.
                 match DevMemleakReply::new(false).encode() {
                     Ok(r) => Local::Reply(r),
-                    Err(e) => Local::Fatal(format!("encoding hsmd_dev_memleak_reply: {e}")),
+                    Err(e) => Local::Fatal(
+                        FAIL_INTERNAL_ERROR,
+                        format!("encoding hsmd_dev_memleak_reply: {e}"),
+                    ),
                 }
             }
             _ => match self.refused_preapproval(msg) {
@@ -203,11 +213,19 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_preinit_is_fatal_as_in_hsmd() {
-        let dev = DevMode::new(SubdaemonFlags::default());
+    fn a_bad_preinit_or_one_without_developer_mode_is_fatal_as_in_hsmd() {
+        let dev = DevMode::new(SubdaemonFlags {
+            developer: true,
+            ..Default::default()
+        });
         let mut bad = preinit(None, None);
         bad.extend_from_slice(&[2, 5]);
-        assert!(matches!(dev.master_request(&bad), Local::Fatal(_)));
+        assert!(matches!(dev.master_request(&bad), Local::Fatal(0, _)));
+        let plain = DevMode::new(SubdaemonFlags::default());
+        assert_eq!(
+            plain.master_request(&preinit(None, None)),
+            Local::Fatal(3, "FATAL SIGNAL".into())
+        );
     }
 
     #[test]

@@ -112,12 +112,24 @@ static STATUS_LOG: OnceLock<mpsc::UnboundedSender<Out>> = OnceLock::new();
 /// The proxy's records pass from `max_level` up; other crates' (TLS, HTTP/2) from warnings.
 pub struct Logger {
     max_level: log::LevelFilter,
+    /// Also write every record to stderr (`VLS_LOG_STDERR`): for harnesses that start the
+    /// proxy themselves and read its stderr; lightningd shows only the status channel.
+    tee_stderr: bool,
 }
 
 impl Logger {
     /// Installs the logger, letting the proxy's records through from `max_level`.
     pub fn install(max_level: log::LevelFilter) {
-        let logger = Logger { max_level };
+        let tee_stderr = std::env::var("VLS_LOG_STDERR").is_ok_and(|v| {
+            matches!(
+                v.to_ascii_lowercase().as_str(),
+                "1" | "yes" | "true" | "on" | "y"
+            )
+        });
+        let logger = Logger {
+            max_level,
+            tee_stderr,
+        };
         if log::set_boxed_logger(Box::new(logger)).is_ok() {
             log::set_max_level(max_level.max(log::LevelFilter::Warn));
         }
@@ -159,6 +171,9 @@ impl log::Log for Logger {
         } else {
             format!("{}: {}", r.target(), r.args())
         };
+        if self.tee_stderr && STATUS_LOG.get().is_some() {
+            eprintln!("vls-proxy {}: {line}", r.level());
+        }
         match STATUS_LOG.get() {
             Some(tx) => {
                 let m: Message =

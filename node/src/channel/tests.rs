@@ -69,7 +69,12 @@ impl TestNode {
     async fn start(name: &str, secret: u8, funds: u64) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("policy.toml");
-        std::fs::write(&policy, "default = \"enforce\"\n").unwrap();
+        // Mainnet's delay bound, set explicitly: on regtest short delays pass by default.
+        std::fs::write(
+            &policy,
+            "default = \"enforce\"\n[limits]\nmin_to_self_delay = 144\n",
+        )
+        .unwrap();
         let (proxy, signer) = binaries().clone();
         let cfg = ReplayConfig {
             proxy_args: Vec::new(),
