@@ -76,6 +76,10 @@ pub const RULES: &[(&str, &str)] = &[
         "an on-chain transaction we sign pays at most max_onchain_fee_sat and max_onchain_feerate_per_kw",
     ),
     (
+        "onchain-sighash-all",
+        "our wallet and channel inputs are signed with SIGHASH_ALL only (taproot: DEFAULT or ALL), so nobody can change a transaction after we signed it",
+    ),
+    (
         "funding-segwit-only",
         "every input of a PSBT we sign spends a segwit output, so the txid (a channel's funding outpoint) cannot be malleated",
     ),

@@ -23,6 +23,7 @@
 //! this returns [`SignerError::BadRequest`] instead: hsmd exits in these cases, and every
 //! request that signs PSBTs comes from lightningd, whose bad requests stop the signer too.
 
+use crate::policy::Policy;
 use bitcoin::bip32::{ChildNumber, DerivationPath, Fingerprint, KeySource};
 use bitcoin::hashes::Hash;
 use bitcoin::key::TapTweak;
@@ -67,6 +68,9 @@ fn utxo_of<'a>(psbt: &Psbt, index: usize, input: &'a Input) -> Option<&'a TxOut>
         .output
         .get(usize::try_from(vout).ok()?)
 }
+
+/// `onchain-sighash-all`.
+pub(crate) const SIGHASH_ALL: &str = "onchain-sighash-all";
 
 /// A PSBT as hsmd holds it while signing; see the module documentation.
 pub(crate) struct WallyPsbt {
@@ -147,11 +151,22 @@ impl WallyPsbt {
     /// [`SignerError::BadRequest`] when an input to sign lacks what signing needs (its UTXO,
     /// a matching redeem or witness script, a known script type, a standard sighash type); no
     /// input is signed then.
-    pub(crate) fn sign(&mut self, key: &SecretKey) -> Result<()> {
+    ///
+    /// `onchain-sighash-all`: an input asking for another sighash type than `SIGHASH_ALL`
+    /// (taproot: `DEFAULT` or `ALL`) would let the node change the transaction after we signed
+    /// (`NONE`: any outputs; `SINGLE`: the other outputs; `ANYONECANPAY`: other inputs); the
+    /// policy refuses it before anything is signed.
+    pub(crate) fn sign(&mut self, key: &SecretKey, policy: &Policy) -> Result<()> {
         let pubkey = key.public_key(SECP256K1);
         let mut signed = self.psbt.clone();
         for index in 0..signed.inputs.len() {
             if wants_signature(&signed.inputs[index], &pubkey) {
+                let raw = signed.inputs[index].sighash_type.map_or(0, |t| t.to_u32());
+                policy.check(SIGHASH_ALL, raw == 0 || raw == 1, || {
+                    format!(
+                        "input {index} asks for sighash type {raw:#x}: our inputs are signed with SIGHASH_ALL only"
+                    )
+                })?;
                 sign_input(&mut signed, index, key, &pubkey)?;
             }
         }
@@ -366,9 +381,53 @@ mod tests {
         let k = key(1);
         let mut psbt = WallyPsbt::new(psbt_spending(1, 2));
         psbt.add_pubkey(0, &k.public_key(SECP256K1), false);
-        assert!(matches!(psbt.sign(&k), Err(SignerError::BadRequest(_))));
+        assert!(matches!(
+            psbt.sign(&k, &Policy::enforcing()),
+            Err(SignerError::BadRequest(_))
+        ));
         assert!(input_amount(psbt.psbt(), 0).is_err());
         assert!(input_amount(psbt.psbt(), 5).is_err());
+    }
+
+    #[test]
+    fn only_sighash_all_is_signed_under_the_policy() {
+        let k = key(4);
+        let pk = k.public_key(SECP256K1);
+        for (ty, ok) in [
+            (None, true),
+            (Some(0x01), true),
+            (Some(0x02), false),
+            (Some(0x03), false),
+            (Some(0x81), false),
+            (Some(0x82), false),
+            (Some(0x83), false),
+        ] {
+            let mut raw = psbt_spending(1, 5);
+            raw.inputs[0].witness_utxo = Some(TxOut {
+                value: Amount::from_sat(5000),
+                script_pubkey: p2wpkh(&pk),
+            });
+            raw.inputs[0].sighash_type = ty.map(bitcoin::psbt::PsbtSighashType::from_u32);
+            let mut psbt = WallyPsbt::new(raw.clone());
+            psbt.add_pubkey(0, &pk, false);
+            let got = psbt.sign(&k, &Policy::enforcing());
+            if ok {
+                got.unwrap();
+                assert_eq!(psbt.psbt().inputs[0].partial_sigs.len(), 1);
+            } else {
+                let e = got.unwrap_err();
+                assert_eq!(e.rule(), Some(SIGHASH_ALL), "{ty:?}: {e}");
+                assert!(
+                    psbt.psbt().inputs[0].partial_sigs.is_empty(),
+                    "nothing signed"
+                );
+                // Warn mode signs what was asked, as Core Lightning does.
+                let mut lenient = WallyPsbt::new(raw);
+                lenient.add_pubkey(0, &pk, false);
+                lenient.sign(&k, &Policy::warn_only()).unwrap();
+                assert_eq!(lenient.psbt().inputs[0].partial_sigs.len(), 1);
+            }
+        }
     }
 
     #[test]
@@ -384,10 +443,10 @@ mod tests {
         }
         let mut psbt = WallyPsbt::new(raw);
         psbt.add_pubkey(1, &pk, false);
-        psbt.sign(&other).unwrap();
-        psbt.sign(&k).unwrap();
+        psbt.sign(&other, &Policy::enforcing()).unwrap();
+        psbt.sign(&k, &Policy::enforcing()).unwrap();
         let first = psbt.psbt().inputs[1].partial_sigs.clone();
-        psbt.sign(&k).unwrap();
+        psbt.sign(&k, &Policy::enforcing()).unwrap();
         let reply = psbt.into_reply();
         assert!(reply.inputs[0].partial_sigs.is_empty());
         assert_eq!(reply.inputs[1].partial_sigs, first);
@@ -413,7 +472,10 @@ mod tests {
         raw.inputs[0].witness_script = Some(ScriptBuf::from_bytes(vec![0x52]));
         let mut psbt = WallyPsbt::new(raw);
         psbt.add_pubkey(0, &pk, false);
-        assert!(matches!(psbt.sign(&k), Err(SignerError::BadRequest(_))));
+        assert!(matches!(
+            psbt.sign(&k, &Policy::enforcing()),
+            Err(SignerError::BadRequest(_))
+        ));
         assert!(psbt.psbt().inputs[0].partial_sigs.is_empty());
     }
 
@@ -435,7 +497,7 @@ mod tests {
         });
         let mut psbt = WallyPsbt::new(raw.clone());
         psbt.add_pubkey(0, &pk, true);
-        assert!(psbt.sign(&k).is_err());
+        assert!(psbt.sign(&k, &Policy::enforcing()).is_err());
 
         raw.inputs[1].witness_utxo = Some(TxOut {
             value: Amount::from_sat(1),
@@ -443,7 +505,7 @@ mod tests {
         });
         let mut psbt = WallyPsbt::new(raw);
         psbt.add_pubkey(0, &pk, true);
-        psbt.sign(&k).unwrap();
+        psbt.sign(&k, &Policy::enforcing()).unwrap();
         let sig = psbt.psbt().inputs[0].tap_key_sig.unwrap();
         assert_eq!(sig.sighash_type, TapSighashType::Default);
         let prevouts: Vec<TxOut> = psbt

@@ -52,7 +52,7 @@ pub(crate) fn sign_anchorspend(r: &mut Req<'_>, m: SignAnchorspend) -> Result<Me
         dbid: m.channel_dbid,
     };
     let funding_key = r.channel_secrets(&channel)?.funding_key;
-    psbt.sign(&funding_key)?;
+    psbt.sign(&funding_key, r.policy)?;
     Ok(SignAnchorspendReply::new(psbt.into_reply().into()).into())
 }
 
@@ -98,7 +98,7 @@ fn sign_our_inputs(r: &Req<'_>, utxos: &[HsmUtxo], psbt: &mut WallyPsbt) -> Resu
             if let Some(close) = utxo.close_info.as_ref().filter(|c| c.option_anchors) {
                 psbt.set_p2wsh_input(index, to_remote_anchored(&pubkey, close.csv), utxo.amount);
             }
-            psbt.sign(&key)?;
+            psbt.sign(&key, r.policy)?;
         }
     }
     Ok(())

@@ -168,6 +168,7 @@ pub fn all() -> Vec<CaseBuilder> {
         // On chain.
         withdraw_to_unknown_address(&k),
         withdraw_paying_fee_above_cap(&k),
+        withdraw_signed_with_sighash_none(&k),
         fund_channel_with_legacy_input(&k),
         mutual_close_to_unknown_script(&k),
         sweep_to_unknown_address(&k),
@@ -985,6 +986,29 @@ fn withdraw_to_unknown_address(k: &Keys) -> CaseBuilder {
         ),
         "onchain-destination-allowlisted",
     );
+    b
+}
+
+fn withdraw_signed_with_sighash_none(k: &Keys) -> CaseBuilder {
+    let mut b = CaseBuilder::new(
+        "withdraw_signed_with_sighash_none",
+        "lightningd consolidates a wallet output to the wallet; then it asks for the same kind \
+         of withdrawal with its input marked SIGHASH_NONE|ANYONECANPAY.",
+        "A signature with SIGHASH_NONE commits to no output: once the signer has signed a \
+         withdrawal that looks harmless, the node replaces its outputs with its own and \
+         broadcasts the wallet's coins to the attacker. Our inputs are signed with SIGHASH_ALL \
+         only.",
+    );
+    b.master(withdrawal(
+        vec![utxo(k, 0xa1, 500_000, 3)],
+        vec![(499_000, k.wallet(4))],
+    ));
+    let mut attack = withdrawal(
+        vec![utxo(k, 0xa2, 500_000, 5)],
+        vec![(499_000, k.wallet(6))],
+    );
+    attack.psbt.inputs[0].sighash_type = Some(bitcoin::psbt::PsbtSighashType::from_u32(0x82));
+    b.attack(0, attack, "onchain-sighash-all");
     b
 }
 
