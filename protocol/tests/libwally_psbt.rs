@@ -19,7 +19,12 @@ fn vector(name: &str) -> Vec<u8> {
 
 #[test]
 fn lightningds_psbts_round_trip_byte_for_byte() {
-    for name in ["lightningd-fundpsbt-v0.b64"] {
+    let names = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/psbt"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".b64"));
+    for name in names {
+        let name = name.as_str();
         let raw = vector(name);
         let mut frame = Vec::new();
         (raw.len() as u32).write(&mut frame).unwrap();
