@@ -289,6 +289,19 @@ impl Proxy {
     }
 }
 
+/// A request as lightningd's log may show it: in hex, except `hsmd_init`, whose TLVs may carry
+/// the `hsm_secret` passphrase (only its type is shown).
+fn shown_request(msg: &[u8]) -> String {
+    if msg.get(..2) == Some(&Init::TYPE.to_be_bytes()[..]) {
+        format!(
+            "{} (hsmd_init, not shown: it may carry the passphrase)",
+            hex::encode(&msg[..2])
+        )
+    } else {
+        hex::encode(msg)
+    }
+}
+
 /// The `status_fail` for a master request the signer refused: a policy refusal reads as one,
 /// naming its rule and the request (lightningd has no error reply on fd 3, so this is the
 /// line its log ends with).
@@ -315,7 +328,7 @@ fn master_failure(msg: &[u8], e: &CallError) -> (u8, String) {
         ),
         CallError::Refused { description, .. } => (
             FAIL_MASTER_IO,
-            format!("Error parsing {t}: {}: {description}", hex::encode(msg)),
+            format!("Error parsing {t}: {}: {description}", shown_request(msg)),
         ),
         other => (FAIL_INTERNAL_ERROR, format!("{name} failed: {other}")),
     }
@@ -353,5 +366,16 @@ mod tests {
         );
         assert_eq!(reason, FAIL_MASTER_IO);
         assert!(desc.starts_with("Error parsing 7: 0007010203"), "{desc}");
+        // An init's passphrase never reaches the log.
+        let init = [0u8, 11, 0xaa, 0xbb, b's', b'e', b'c', b'r', b'e', b't'];
+        let (_, desc) = master_failure(
+            &init,
+            &CallError::Refused {
+                description: "bad init".into(),
+                fatal: None,
+                rule: None,
+            },
+        );
+        assert!(!desc.contains(&hex::encode(b"secret")), "{desc}");
     }
 }

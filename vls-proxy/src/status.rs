@@ -91,9 +91,12 @@ impl Status {
         self.send(StatusVersion::new(WireString::from(version)).into())
     }
 
-    /// A client sent a bad request (it is closed right after).
+    /// A client sent a bad request (it is closed right after). The message carries at most
+    /// 65 535 bytes of the request (its length is a u16): a longer one is truncated, never
+    /// dropped, so lightningd always hears of the refusal.
     pub fn bad_request(&self, client: NodeId, description: &str, request: &[u8]) {
-        let msg = ClientBadRequest::new(client, WireString::from(description), request.to_vec());
+        let shown = &request[..request.len().min(usize::from(u16::MAX))];
+        let msg = ClientBadRequest::new(client, WireString::from(description), shown.to_vec());
         self.send(msg.into())
     }
 
@@ -222,6 +225,22 @@ mod tests {
             StatusFail::decode(&third).unwrap().desc.to_string_lossy(),
             "stopping"
         );
+    }
+
+    #[tokio::test]
+    async fn a_bad_request_too_long_for_the_status_message_is_truncated_not_dropped() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let status = Status::new(a);
+        let huge = vec![7u8; 70_000];
+        let id = NodeId::from_bytes([2; 33]);
+        status.bad_request(id, "policy x: y", &huge);
+        status.flush().await;
+        drop(status);
+        let (mut rd, _w) = b.into_split();
+        let m = tokio_io::read(&mut rd).await.unwrap().unwrap();
+        let bad = ClientBadRequest::decode(&m).unwrap();
+        assert_eq!(bad.description.to_string_lossy(), "policy x: y");
+        assert_eq!(bad.msg.len(), 65_535);
     }
 
     #[test]
