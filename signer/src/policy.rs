@@ -76,6 +76,10 @@ pub const RULES: &[(&str, &str)] = &[
         "an on-chain transaction we sign pays at most max_onchain_fee_sat and max_onchain_feerate_per_kw",
     ),
     (
+        "anchorspend-anchor-only",
+        "sign_anchorspend signs with the channel's funding key only the channel's anchor output, never the 2-of-2 funding output",
+    ),
+    (
         "onchain-sighash-all",
         "our wallet and channel inputs are signed with SIGHASH_ALL only (taproot: DEFAULT or ALL), so nobody can change a transaction after we signed it",
     ),

@@ -57,7 +57,7 @@ pub(crate) fn input_amount(psbt: &Psbt, index: usize) -> Result<Amount> {
 
 /// The output spent by input `index`: its `witness_utxo`, else the output of its
 /// `non_witness_utxo` at the spent index (libwally's `utxo_from_input`).
-fn utxo_of<'a>(psbt: &Psbt, index: usize, input: &'a Input) -> Option<&'a TxOut> {
+pub(crate) fn utxo_of<'a>(psbt: &Psbt, index: usize, input: &'a Input) -> Option<&'a TxOut> {
     if let Some(utxo) = &input.witness_utxo {
         return Some(utxo);
     }

@@ -41,17 +41,41 @@ pub(crate) fn sign_withdrawal(r: &mut Req<'_>, m: SignWithdrawal) -> Result<Mess
     Ok(SignWithdrawalReply::new(psbt.into_reply().into()).into())
 }
 
+/// `anchorspend-anchor-only`.
+pub(crate) const ANCHOR_ONLY: &str = "anchorspend-anchor-only";
+
 /// Answers `SignAnchorspend`: signs our UTXOs, then every input that names the channel's
-/// funding key (the anchor) with that key.
+/// funding key with that key, which must be the channel's anchor output
+/// (`anchorspend-anchor-only`: the same key also holds our half of the 2-of-2 funding output,
+/// and a signature on that spends the channel).
 pub(crate) fn sign_anchorspend(r: &mut Req<'_>, m: SignAnchorspend) -> Result<Message> {
     check_wallet_tx(r, WalletRequest::Anchorspend, &m.psbt, &m.inputs)?;
-    let mut psbt = WallyPsbt::new(m.psbt.into_inner());
-    sign_our_inputs(r, &m.inputs, &mut psbt)?;
     let channel = ChannelKey {
         peer_id: m.peerid,
         dbid: m.channel_dbid,
     };
     let funding_key = r.channel_secrets(&channel)?.funding_key;
+    let funding_pubkey = funding_key.public_key(SECP256K1);
+    let anchor = ScriptBuf::new_p2wsh(&crate::bolt3::anchor_script(&funding_pubkey).wscript_hash());
+    let not_anchors: Vec<usize> = (0..m.psbt.inputs.len())
+        .filter(|&i| {
+            let input = &m.psbt.inputs[i];
+            let names_key = input.bip32_derivation.contains_key(&funding_pubkey)
+                || input
+                    .tap_key_origins
+                    .contains_key(&funding_pubkey.x_only_public_key().0);
+            names_key
+                && crate::psbt_sign::utxo_of(&m.psbt, i, input)
+                    .is_none_or(|u| u.script_pubkey != anchor)
+        })
+        .collect();
+    r.policy.check(ANCHOR_ONLY, not_anchors.is_empty(), || {
+        format!(
+            "inputs {not_anchors:?} ask for the channel's funding key but do not spend its anchor output"
+        )
+    })?;
+    let mut psbt = WallyPsbt::new(m.psbt.into_inner());
+    sign_our_inputs(r, &m.inputs, &mut psbt)?;
     psbt.sign(&funding_key, r.policy)?;
     Ok(SignAnchorspendReply::new(psbt.into_reply().into()).into())
 }

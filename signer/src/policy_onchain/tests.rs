@@ -913,3 +913,52 @@ fn policy_file_with_an_allowlist() {
     );
     assert_eq!(rule_of(&got), Some(FEE_CAP));
 }
+
+/// `sign_anchorspend` signs with the channel's funding key only the channel's anchor output:
+/// the same key holds our half of the 2-of-2 funding output.
+#[test]
+fn anchorspend_signs_only_the_anchor_with_the_funding_key() {
+    let run = |s: &Signer, spend_funding: bool| {
+        let funding = secrets(s).funding_key.public_key(SECP256K1);
+        let (spent, witness_script) = if spend_funding {
+            let theirs = pubkey(14);
+            (
+                1_000_000,
+                crate::bolt3::funding_redeem_script(&funding, &theirs),
+            )
+        } else {
+            (330, crate::bolt3::anchor_script(&funding))
+        };
+        let spk = ScriptBuf::new_p2wsh(&witness_script.wscript_hash());
+        let utxo = wallet_utxo(s);
+        let mut psbt = Psbt::from_unsigned_tx(tx(
+            vec![txin(8, 0), txin(4, 0)],
+            vec![out(spent + 99_000, p2wpkh(&wallet(s, 5)))],
+        ))
+        .unwrap();
+        psbt.inputs[0].witness_utxo = Some(out(spent, spk));
+        psbt.inputs[0].witness_script = Some(witness_script);
+        psbt.inputs[0].bip32_derivation.insert(
+            funding,
+            (
+                Fingerprint::default(),
+                Vec::<bitcoin::bip32::ChildNumber>::new().into(),
+            ),
+        );
+        psbt.inputs[1].witness_utxo = Some(out(utxo.amount.to_sat(), utxo.script_pubkey.clone()));
+        let m = SignAnchorspend::new(peer(), DBID, vec![utxo], psbt.into());
+        s.handle(
+            &ClientContext::master(),
+            None,
+            &Message::from(m).encode().unwrap(),
+        )
+    };
+    let strict = signer(Policy::from_toml("[limits]\nwallet_scan_depth = 20\n").unwrap());
+    setup(&strict, None, None);
+    run(&strict, false).expect("the anchor is signed");
+    let got = run(&strict, true);
+    assert_eq!(rule_of(&got), Some("anchorspend-anchor-only"), "{got:?}");
+    let lenient = signer(Policy::warn_only());
+    setup(&lenient, None, None);
+    run(&lenient, true).expect("warn mode signs as Core Lightning does");
+}
