@@ -176,8 +176,11 @@ fn scenario(hsmd: Hsmd) {
     // Mutual close of the channel A funded.
     let closed = a.rpc("close", &[&format!("id={ab_id}")]);
     assert_eq!(closed["type"], "mutual", "{closed}");
-    btc.mine(1, &addr_a);
+    // The close reaches bitcoind's mempool a moment after `close` returns: mine until it is
+    // in a block.
     wait_for("the mutual close to be ONCHAIN", 60, || {
+        btc.mine(1, &addr_a);
+        std::thread::sleep(std::time::Duration::from_millis(300));
         a.channel_states(&b_id)
             .iter()
             .any(|(id, s)| id == &ab_id && (s == "ONCHAIN" || s == "FUNDING_SPEND_SEEN"))
