@@ -169,6 +169,7 @@ pub fn all() -> Vec<CaseBuilder> {
         withdraw_to_unknown_address(&k),
         withdraw_paying_fee_above_cap(&k),
         withdraw_signed_with_sighash_none(&k),
+        anchorspend_of_the_funding_output(&k),
         fund_channel_with_legacy_input(&k),
         mutual_close_to_unknown_script(&k),
         sweep_to_unknown_address(&k),
@@ -1009,6 +1010,90 @@ fn withdraw_signed_with_sighash_none(k: &Keys) -> CaseBuilder {
     );
     attack.psbt.inputs[0].sighash_type = Some(bitcoin::psbt::PsbtSighashType::from_u32(0x82));
     b.attack(0, attack, "onchain-sighash-all");
+    b
+}
+
+/// `sign_anchorspend` for channel `ch`, with wallet UTXO `u`: input 0 is the channel's anchor
+/// (or, with `funding`, its 2-of-2 funding output), named with the channel's funding key as
+/// lightningd names it; input 1 is `u`; everything goes back to the wallet less a fee.
+fn anchorspend(k: &Keys, ch: &Channel, u: HsmUtxo, funding: bool) -> SignAnchorspend {
+    let funding_pubkey = ch.ours.basepoints().funding_pubkey;
+    let (outpoint, sat, witness_script) = if funding {
+        let outpoint = OutPoint {
+            txid: ch.setup.funding_txid,
+            vout: u32::from(ch.setup.funding_txout),
+        };
+        (
+            outpoint,
+            ch.setup.channel_value.to_sat(),
+            ch.funding_script(),
+        )
+    } else {
+        let anchor = OutPoint {
+            txid: txid(0xe7),
+            vout: 0,
+        };
+        (anchor, 330, signer::bolt3::anchor_script(&funding_pubkey))
+    };
+    let wallet_in = OutPoint {
+        txid: u.txid,
+        vout: u.vout,
+    };
+    let tx = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: [outpoint, wallet_in]
+            .into_iter()
+            .map(|previous_output| TxIn {
+                previous_output,
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                ..TxIn::default()
+            })
+            .collect(),
+        output: vec![TxOut {
+            value: Amount::from_sat(sat + u.amount.to_sat() - 2_000),
+            script_pubkey: k.wallet(20),
+        }],
+    };
+    let mut psbt = Psbt::from_unsigned_tx(tx).expect("unsigned");
+    psbt.inputs[0].witness_utxo = Some(TxOut {
+        value: Amount::from_sat(sat),
+        script_pubkey: ScriptBuf::new_p2wsh(&witness_script.wscript_hash()),
+    });
+    psbt.inputs[0].witness_script = Some(witness_script);
+    psbt.inputs[0].bip32_derivation.insert(
+        funding_pubkey,
+        (
+            bitcoin::bip32::Fingerprint::default(),
+            Vec::<bitcoin::bip32::ChildNumber>::new().into(),
+        ),
+    );
+    psbt.inputs[1].witness_utxo = Some(TxOut {
+        value: u.amount,
+        script_pubkey: u.script_pubkey.clone(),
+    });
+    SignAnchorspend::new(ch.peer_id, ch.dbid, vec![u], psbt.into())
+}
+
+fn anchorspend_of_the_funding_output(k: &Keys) -> CaseBuilder {
+    let (mut b, ch, _) = opened(
+        k,
+        "anchorspend_of_the_funding_output",
+        "The channel is open; lightningd bumps its commitment's fee by spending the channel's \
+         anchor with a wallet UTXO; then it asks for the same kind of anchor spend whose first \
+         input is the channel's 2-of-2 funding output.",
+        "The channel's funding key signs both its anchor and our half of the 2-of-2 funding \
+         output. A signature on the funding output, with the peer's (a colluding peer, or the \
+         node's own copy of the peer's signature on a commitment), spends the whole channel: \
+         sign_anchorspend may sign the anchor only.",
+        1,
+    );
+    b.master(anchorspend(k, &ch, utxo(k, 0xb1, 50_000, 11), false));
+    b.attack(
+        0,
+        anchorspend(k, &ch, utxo(k, 0xb2, 50_000, 12), true),
+        "anchorspend-anchor-only",
+    );
     b
 }
 
