@@ -134,7 +134,7 @@ mod tests {
     use crate::context::ChannelKey;
     use crate::keys::ChannelSecrets;
     use crate::policy::Policy;
-    use crate::store::{Records, Store};
+    use crate::store::Records;
     use bitcoin::absolute::LockTime;
     use bitcoin::hashes::{sha256, Hash};
     use bitcoin::psbt::Psbt;
@@ -149,21 +149,8 @@ mod tests {
     use protocol::Permissions;
     use secp256k1::{PublicKey, SecretKey, SECP256K1};
 
-    /// `hsmd_init` for regtest, protocol versions 4..=6 (from the corpus).
-    const INIT_REGTEST: &str = "000b043587cf0435839406226e46111a0b59caaf126043eb5bbf28c34f3a5e332a1fc7b2b73cf188910f00000000000000000400000006";
+    use crate::test_support::initialized_signer as signer;
     const DBID: u64 = 9;
-
-    fn signer(policy: Policy) -> Signer {
-        let signer = Signer::new(vec![1; 32], Store::temporary().unwrap(), policy);
-        signer
-            .handle(
-                &ClientContext::master(),
-                None,
-                &hex::decode(INIT_REGTEST).unwrap(),
-            )
-            .unwrap();
-        signer
-    }
 
     fn encode(m: impl Into<Message>) -> Vec<u8> {
         m.into().encode().unwrap()

@@ -39,6 +39,8 @@ mod psbt_sign;
 pub mod secret;
 pub mod sign;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 
 pub use context::{ChannelKey, ClientContext};
 pub use error::SignerError;

@@ -175,9 +175,8 @@ fn p2wpkh(key: &PublicKey) -> ScriptBuf {
 mod tests {
     use super::*;
     use crate::context::ClientContext;
-    use crate::handlers::onchain::tests::{replay_own_steps, INIT_REGTEST};
+    use crate::handlers::onchain::tests::replay_own_steps;
     use crate::policy::Policy;
-    use crate::store::Store;
     use crate::Signer;
     use bitcoin::absolute::LockTime;
     use bitcoin::hashes::Hash;
@@ -214,19 +213,7 @@ mod tests {
     }
 
     fn signer() -> Signer {
-        let signer = Signer::new(
-            vec![1; 32],
-            Store::temporary().unwrap(),
-            Policy::warn_only(),
-        );
-        signer
-            .handle(
-                &ClientContext::master(),
-                None,
-                &hex::decode(INIT_REGTEST).unwrap(),
-            )
-            .unwrap();
-        signer
+        crate::test_support::initialized_signer(Policy::warn_only())
     }
 
     fn utxo(vout: u32, keyindex: u32, close_info: Option<CloseInfo>) -> HsmUtxo {

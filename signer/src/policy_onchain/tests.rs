@@ -19,9 +19,6 @@ use protocol::types::{Basepoints, ChannelType, NodeId};
 use protocol::{Message, Permissions};
 use secp256k1::SecretKey;
 
-/// `hsmd_init` for regtest, protocol versions 4..=6 (from the corpus).
-const INIT_REGTEST: &str = "000b043587cf0435839406226e46111a0b59caaf126043eb5bbf28c34f3a5e332a1fc7b2b73cf188910f00000000000000000400000006";
-
 /// A policy with the three on-chain rules in `mode`, every other rule in warn mode, and
 /// `limits` (TOML lines of a `[limits]` table).
 fn policy(mode: &str, limits: &str) -> Policy {
@@ -40,17 +37,7 @@ fn warning(limits: &str) -> Policy {
     policy("warn", limits)
 }
 
-fn signer(policy: Policy) -> Signer {
-    let signer = Signer::new(vec![1; 32], Store::temporary().unwrap(), policy);
-    signer
-        .handle(
-            &ClientContext::master(),
-            None,
-            &hex::decode(INIT_REGTEST).unwrap(),
-        )
-        .unwrap();
-    signer
-}
+use crate::test_support::initialized_signer as signer;
 
 fn key(byte: u8) -> SecretKey {
     SecretKey::from_slice(&[byte; 32]).unwrap()

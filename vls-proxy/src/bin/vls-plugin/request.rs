@@ -52,6 +52,19 @@ pub struct Spend {
     pub utxos: Option<Value>,
 }
 
+impl Spend {
+    /// The satoshis of the outputs with a fixed amount (`all` counts nothing).
+    pub fn fixed_sat(&self) -> u64 {
+        self.outputs
+            .iter()
+            .map(|(_, s)| match s {
+                Sats::Amount(a) => a.to_sat(),
+                Sats::All => 0,
+            })
+            .sum()
+    }
+}
+
 /// The network of lightningd's `network` name.
 pub fn network(name: &str) -> Option<Network> {
     match name {
@@ -209,14 +222,7 @@ pub fn start_weight(spend: &Spend) -> usize {
 
 /// The `fundpsbt` (or `utxopsbt`) request funding `spend` without reserving anything.
 pub fn funding_request(spend: &Spend) -> (&'static str, Value) {
-    let total: u64 = spend
-        .outputs
-        .iter()
-        .map(|(_, s)| match s {
-            Sats::Amount(a) => a.to_sat(),
-            Sats::All => 0,
-        })
-        .sum();
+    let total = spend.fixed_sat();
     let satoshi = if spend.outputs.iter().any(|(_, s)| *s == Sats::All) {
         json!("all")
     } else {
@@ -251,14 +257,7 @@ pub fn funding_request(spend: &Spend) -> (&'static str, Value) {
 /// # Errors
 /// When the answer is malformed or cannot pay the outputs (lightningd will say so itself).
 pub fn add_outputs(mut psbt: Psbt, funded: &Value, spend: &Spend) -> Result<Psbt, String> {
-    let fixed: u64 = spend
-        .outputs
-        .iter()
-        .map(|(_, s)| match s {
-            Sats::Amount(a) => a.to_sat(),
-            Sats::All => 0,
-        })
-        .sum();
+    let fixed = spend.fixed_sat();
     for (i, (script, sats)) in spend.outputs.iter().enumerate() {
         let value = match sats {
             Sats::Amount(a) => *a,
