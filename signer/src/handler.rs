@@ -147,9 +147,22 @@ impl Signer {
             approvals: &self.approvals,
             txn: None,
         };
-        // Requests of one client come in order (one lane per channel), so reading the cache
-        // before the handler's transaction begins cannot miss a concurrent twin.
-        if let Some((id, hash)) = &cache {
+        // Every read-check-write of state runs in one write transaction, begun before anything
+        // is read: redb has one writer, so requests that touch the same state, whatever lane
+        // or client they come from, take effect one after the other and each sees what the
+        // previous one committed (a revocation and a signature of the same commitment can never
+        // both pass their checks). A preapproval may wait for the operator, which must not hold
+        // the writer; it begins its transaction after the wait (see `handlers::payments`).
+        if changes_state(t) && !waits_for_operator(t) {
+            let txn = req.txn()?;
+            if let Some((id, hash)) = &cache {
+                if let Some(reply) = txn.cached_reply(&client.channel_key(), *id, hash)? {
+                    return Ok(reply);
+                }
+            }
+        } else if let Some((id, hash)) = &cache {
+            // Requests of one client come in order (one lane per channel), so reading the
+            // cache before the handler's transaction begins cannot miss a concurrent twin.
             if let Some(reply) = self.store.cached_reply(&client.channel_key(), *id, hash)? {
                 return Ok(reply);
             }
@@ -332,6 +345,12 @@ pub fn changes_state(t: u16) -> bool {
     )
 }
 
+/// Whether a state-changing request type may wait for the operator's decision (and so must
+/// not hold the store's writer while it waits).
+fn waits_for_operator(t: u16) -> bool {
+    matches!(t, PreapproveInvoice::TYPE | PreapproveKeysend::TYPE)
+}
+
 /// One request being handled: who asks, with which keys, under which policy, and the write
 /// transaction it opened (if it changes state).
 pub struct Req<'a> {
@@ -408,6 +427,37 @@ impl<'a> Req<'a> {
             None => self.store.channel(key)?,
         };
         Ok(s.unwrap_or_default())
+    }
+
+    /// A record as of this request: through its write transaction if one is open.
+    pub fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: crate::store::Records,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        match &self.txn {
+            Some(t) => t.record(kind, key),
+            None => self.store.record(kind, key),
+        }
+    }
+
+    /// Every record of a table as of this request (see [`Req::record`]).
+    pub fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: crate::store::Records,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        match &self.txn {
+            Some(t) => t.records(kind),
+            None => self.store.records(kind),
+        }
+    }
+
+    /// Every channel's state as of this request (see [`Req::record`]).
+    pub fn channels(&self) -> Result<Vec<(ChannelKey, ChannelState)>> {
+        match &self.txn {
+            Some(t) => t.channels(),
+            None => self.store.channels(),
+        }
     }
 
     /// Replaces a channel's state (committed with the reply).

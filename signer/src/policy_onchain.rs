@@ -591,11 +591,8 @@ fn paired_with_foreign_input(psbt: &Psbt, utxos: &[HsmUtxo], index: usize) -> bo
 /// The funding scripts (P2WSH of the 2-of-2) of every channel that was set up and not
 /// forgotten.
 fn channel_funding_scripts(r: &Req<'_>) -> Result<Vec<ScriptBuf>> {
-    if r.in_transaction() {
-        return Ok(Vec::new());
-    }
     let mut scripts = Vec::new();
-    for (key, state) in r.store().channels()? {
+    for (key, state) in r.channels()? {
         if state.forgotten {
             continue;
         }

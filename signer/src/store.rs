@@ -200,26 +200,7 @@ impl Store {
     pub fn channels(&self) -> Result<Vec<(ChannelKey, ChannelState)>> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(CHANNELS).map_err(storage)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(storage)? {
-            let (k, v) = entry.map_err(storage)?;
-            let k = k.value();
-            if k.len() != 41 {
-                return Err(SignerError::Storage("corrupt channel key".into()));
-            }
-            let mut peer = [0u8; 33];
-            peer.copy_from_slice(&k[..33]);
-            let mut dbid = [0u8; 8];
-            dbid.copy_from_slice(&k[33..]);
-            out.push((
-                ChannelKey {
-                    peer_id: protocol::types::NodeId::from_bytes(peer),
-                    dbid: u64::from_be_bytes(dbid),
-                },
-                decode_state(v.value())?,
-            ));
-        }
-        Ok(out)
+        collect_channels(table.iter().map_err(storage)?)
     }
 }
 
@@ -234,6 +215,12 @@ impl Txn {
         let table = self.inner.open_table(CHANNELS).map_err(storage)?;
         let v = table.get(&key.to_bytes()[..]).map_err(storage)?;
         v.map(|v| decode_state(v.value())).transpose()
+    }
+
+    /// Every channel, as of this transaction.
+    pub fn channels(&self) -> Result<Vec<(ChannelKey, ChannelState)>> {
+        let table = self.inner.open_table(CHANNELS).map_err(storage)?;
+        collect_channels(table.iter().map_err(storage)?)
     }
 
     /// Replaces the channel's state.
@@ -380,6 +367,31 @@ fn collect_records<T: DeserializeOwned>(
         out.push((
             k.value().to_vec(),
             serde_json::from_slice(v.value()).map_err(storage)?,
+        ));
+    }
+    Ok(out)
+}
+
+fn collect_channels(
+    iter: redb::Range<'_, &'static [u8], &'static [u8]>,
+) -> Result<Vec<(ChannelKey, ChannelState)>> {
+    let mut out = Vec::new();
+    for entry in iter {
+        let (k, v) = entry.map_err(storage)?;
+        let k = k.value();
+        if k.len() != 41 {
+            return Err(SignerError::Storage("corrupt channel key".into()));
+        }
+        let mut peer = [0u8; 33];
+        peer.copy_from_slice(&k[..33]);
+        let mut dbid = [0u8; 8];
+        dbid.copy_from_slice(&k[33..]);
+        out.push((
+            ChannelKey {
+                peer_id: protocol::types::NodeId::from_bytes(peer),
+                dbid: u64::from_be_bytes(dbid),
+            },
+            decode_state(v.value())?,
         ));
     }
     Ok(out)

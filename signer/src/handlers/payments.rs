@@ -133,24 +133,65 @@ fn refusal(check: Result<()>) -> Verdict {
 fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
     let now = now();
     let limits = r.policy.limits.clone();
-    let existing: Option<PaymentRecord> = r.store().record(Records::Payments, &p.hash)?;
+    // First on the last committed state, to refuse before asking the operator anything.
+    if let Some(v) = within_limits(r, &p, now, &limits)? {
+        return Ok(v);
+    }
+    let needs_operator = p
+        .amount_msat
+        .is_none_or(|a| a > limits.max_auto_approve_msat);
+    if needs_operator {
+        let v = operator(r, &p, check_only, &limits)?;
+        if v.is_err() {
+            return Ok(v);
+        }
+    }
+    if !check_only {
+        // Then again in the write transaction that records the payment: redb has one writer,
+        // so preapprovals racing each other are counted one after the other, and together
+        // they never pass a limit that each alone would.
+        r.txn()?;
+        if let Some(v) = within_limits(r, &p, now, &limits)? {
+            return Ok(v);
+        }
+        let rec = PaymentRecord {
+            kind: p.kind.into(),
+            amount_msat: p.amount_msat,
+            approved_at: now,
+            expires_at: p.expires_at,
+            outgoing: BTreeMap::new(),
+        };
+        r.txn()?.put_record(Records::Payments, &p.hash, &rec)?;
+    }
+    Ok(Ok(()))
+}
+
+/// The preapproval's verdict where the tracked payments decide it: `Some(Ok)` for a payment
+/// already approved, `Some(Err)` for one past a limit (expiry, tracked count, velocity), `None`
+/// when the payment is within them. Reads through the request's transaction once it is open.
+fn within_limits(
+    r: &mut Req<'_>,
+    p: &Payment,
+    now: u64,
+    limits: &crate::limits::Limits,
+) -> Result<Option<std::result::Result<(), String>>> {
+    let existing: Option<PaymentRecord> = r.record(Records::Payments, &p.hash)?;
     if existing
         .as_ref()
         .is_some_and(|e| e.amount_msat == p.amount_msat)
     {
         // Asked again for a payment already approved: nothing new to count.
-        return Ok(Ok(()));
+        return Ok(Some(Ok(())));
     }
     if let Some(exp) = p.expires_at {
         let v = refusal(r.policy.check("invoice-not-expired", now < exp, || {
             format!("invoice expired at unix time {exp}")
         }))?;
         if v.is_err() {
-            return Ok(v);
+            return Ok(Some(v));
         }
     }
     let tracked: Vec<PaymentRecord> = r
-        .store()
         .records::<PaymentRecord>(Records::Payments)?
         .into_iter()
         .map(|(_, v)| v)
@@ -174,7 +215,7 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
         },
     ))?;
     if v.is_err() {
-        return Ok(v);
+        return Ok(Some(v));
     }
     let spent_msat: u64 = tracked
         .iter()
@@ -193,29 +234,7 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
             )
         },
     ))?;
-    if v.is_err() {
-        return Ok(v);
-    }
-    let needs_operator = p
-        .amount_msat
-        .is_none_or(|a| a > limits.max_auto_approve_msat);
-    if needs_operator {
-        let v = operator(r, &p, check_only, &limits)?;
-        if v.is_err() {
-            return Ok(v);
-        }
-    }
-    if !check_only {
-        let rec = PaymentRecord {
-            kind: p.kind.into(),
-            amount_msat: p.amount_msat,
-            approved_at: now,
-            expires_at: p.expires_at,
-            outgoing: BTreeMap::new(),
-        };
-        r.txn()?.put_record(Records::Payments, &p.hash, &rec)?;
-    }
-    Ok(Ok(()))
+    Ok(v.is_err().then_some(v))
 }
 
 /// `invoice-auto-approve`: above the limit (or without an amount) the operator decides.
@@ -449,6 +468,37 @@ mod tests {
         assert!(!ok);
         assert!(why.unwrap().contains("invoice-velocity"));
         assert_eq!(tracked(&s), 1);
+    }
+
+    #[test]
+    fn concurrent_preapprovals_never_pass_the_velocity_limit_together() {
+        for _ in 0..20 {
+            // 100 sat per window; 16 payments of 10 sat each, all at once.
+            let s = signer(
+                policy(|l| l.velocity_limit_sat = 100),
+                Store::temporary().unwrap(),
+            );
+            let invoices: Vec<String> = (1..=16).map(|h| invoice(Some(10_000), h, 0)).collect();
+            let barrier = std::sync::Barrier::new(invoices.len());
+            let approved = std::thread::scope(|sc| {
+                let asks: Vec<_> = invoices
+                    .iter()
+                    .map(|inv| {
+                        let (s, barrier) = (&s, &barrier);
+                        sc.spawn(move || {
+                            barrier.wait();
+                            ask(s, inv).0
+                        })
+                    })
+                    .collect();
+                asks.into_iter()
+                    .map(|a| a.join().unwrap())
+                    .filter(|&approved| approved)
+                    .count()
+            });
+            assert_eq!(approved, 10, "exactly the limit's worth is approved");
+            assert_eq!(tracked(&s), 10);
+        }
     }
 
     #[test]

@@ -579,3 +579,44 @@ fn channel_state_survives_reopening_the_store() {
     c.validate(4).unwrap();
     c.revoke(3).unwrap();
 }
+
+/// Revealing a commitment's secret and signing that commitment for broadcast, sent together
+/// from two clients (channeld's lane and lightningd's), many times: at most one of them may
+/// pass, and the state records exactly the one that did.
+#[test]
+fn a_revocation_racing_a_broadcast_signature_never_both_pass() {
+    let mut outcomes = [0usize; 3];
+    for _ in 0..200 {
+        let c = Channel::set_up(state_rules_enforced());
+        c.advance_to(0, 1);
+        c.validate(2).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let (revoked, signed) = std::thread::scope(|s| {
+            let revoke = s.spawn(|| {
+                barrier.wait();
+                c.revoke(1).is_ok()
+            });
+            let sign = s.spawn(|| {
+                barrier.wait();
+                c.sign_holder(1).is_ok()
+            });
+            (revoke.join().unwrap(), sign.join().unwrap())
+        });
+        assert!(
+            !(revoked && signed),
+            "commitment 1 was both revoked and signed for broadcast"
+        );
+        let s = c.state().unwrap();
+        assert_eq!(s.holder_revoked_below == 2, revoked, "{s:?}");
+        assert_eq!(s.holder_signed_from == Some(1), signed, "{s:?}");
+        outcomes[if revoked {
+            1
+        } else if signed {
+            2
+        } else {
+            0
+        }] += 1;
+    }
+    // One of the two always passes: the first to take the store's writer.
+    assert_eq!(outcomes[0], 0, "neither passed: {outcomes:?}");
+}
