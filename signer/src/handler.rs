@@ -348,7 +348,13 @@ pub fn changes_state(t: u16) -> bool {
 /// Whether a state-changing request type may wait for the operator's decision (and so must
 /// not hold the store's writer while it waits).
 fn waits_for_operator(t: u16) -> bool {
-    matches!(t, PreapproveInvoice::TYPE | PreapproveKeysend::TYPE)
+    matches!(
+        t,
+        PreapproveInvoice::TYPE
+            | PreapproveKeysend::TYPE
+            | PreapproveInvoiceCheck::TYPE
+            | PreapproveKeysendCheck::TYPE
+    )
 }
 
 /// One request being handled: who asks, with which keys, under which policy, and the write

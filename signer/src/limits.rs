@@ -17,6 +17,9 @@ pub struct Limits {
     pub max_to_self_delay: u16,
     /// Largest channel value in satoshis (`channel-max-value`).
     pub max_channel_value_sat: u64,
+    /// Most a channel we fund may push to the peer at opening, millisatoshis
+    /// (`channel-push-limit`): a push is a payment made without an invoice.
+    pub max_push_msat: u64,
     /// Smallest dust limit in satoshis (`channel-dust-limit`). hsmd's protocol does not carry
     /// the dust limits, so this is checked where it shows: every output of a commitment
     /// (anchors aside) is at least this much, as BOLT 3 trims anything below the dust limit.
@@ -98,6 +101,7 @@ impl Default for Limits {
             min_to_self_delay: 144,
             max_to_self_delay: 2016,
             max_channel_value_sat: 100_000_000,
+            max_push_msat: 0,
             min_dust_limit_sat: 354,
             max_dust_limit_sat: 20_000,
             max_commitment_dust_sat: 60_000,

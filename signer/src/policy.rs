@@ -52,6 +52,10 @@ pub const RULES: &[(&str, &str)] = &[
         "a channel holds at most max_channel_value_sat, and pushes at most its value",
     ),
     (
+        "channel-push-limit",
+        "a channel we fund pushes at most max_push_msat to the peer at opening",
+    ),
+    (
         "channel-dust-limit",
         "no commitment output (anchors aside) is below min_dust_limit_sat",
     ),
@@ -74,6 +78,14 @@ pub const RULES: &[(&str, &str)] = &[
     (
         "onchain-fee-cap",
         "an on-chain transaction we sign pays at most max_onchain_fee_sat and max_onchain_feerate_per_kw",
+    ),
+    (
+        "funding-output-exact",
+        "a withdrawal pays a channel's 2-of-2 only as that channel's funding output: the channel value, at the outpoint it was set up with",
+    ),
+    (
+        "close-balance",
+        "a mutual close pays us our balance on the newest commitments less at most the closing fee, and only once no HTLC is pending",
     ),
     (
         "anchorspend-anchor-only",

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `channel-safe-type` | a channel type without `option_static_remotekey` (bit 12) or `option_anchors_zero_fee_htlc_tx` (bit 22); any bit but 12, 22, `option_scid_alias` (46), and `option_zeroconf` (50) when we fund | |
 //! | `channel-to-self-delay` | either side's `to_self_delay` out of range | `min_to_self_delay`, `max_to_self_delay` |
+//! | `channel-push-limit` | a channel we fund that pushes more than the limit to the peer | `max_push_msat` |
 //! | `channel-max-value` | a channel above the maximum, or pushing more than its value | `max_channel_value_sat` |
 //! | `channel-dust-limit` | a commitment output (anchors aside) below the minimum dust limit | `min_dust_limit_sat` |
 //! | `commitment-feerate` | a commitment whose fee rate (what it pays, over its BOLT 3 weight) is out of range | `min_feerate_per_kw`, `max_feerate_per_kw` |
@@ -94,6 +95,8 @@ pub(crate) const SAFE_TYPE: &str = "channel-safe-type";
 pub(crate) const TO_SELF_DELAY: &str = "channel-to-self-delay";
 /// `channel-max-value`.
 pub(crate) const MAX_VALUE: &str = "channel-max-value";
+/// Rule: the push of a channel we fund.
+pub(crate) const PUSH_LIMIT: &str = "channel-push-limit";
 /// `channel-dust-limit`.
 pub(crate) const DUST_LIMIT: &str = "channel-dust-limit";
 /// `commitment-feerate`.
@@ -158,6 +161,16 @@ pub(crate) fn check_setup(policy: &Policy, m: &SetupChannel) -> Result<()> {
             format!(
                 "channel of {value} sat pushing {push} msat: at most {} sat, pushing at most its value",
                 l.max_channel_value_sat
+            )
+        },
+    )?;
+    policy.check(
+        PUSH_LIMIT,
+        !m.is_outbound || push <= l.max_push_msat,
+        || {
+            format!(
+                "a channel we fund pushes {push} msat to the peer: at most {} msat (max_push_msat)",
+                l.max_push_msat
             )
         },
     )
@@ -348,7 +361,35 @@ pub(crate) fn check_commitment(
         fee_sat: fee,
         dust_sat: i64::try_from(dust).unwrap_or(if dust < 0 { i64::MIN } else { i64::MAX }),
         offered,
+        htlcs: c.terms.map_or(0, |(h, _)| h.len()),
     })
+}
+
+/// What a mutual close owes us, from the newest commitment of each side that we validated or
+/// signed: our balance on it with what we paid there as funder (its fee and the anchors, which
+/// a closing transaction does not have) given back, the smaller of the two. `None` when a
+/// commitment still carries HTLCs (a channel closes only once they are all resolved).
+pub(crate) fn close_entitlement(setup: &SetupChannel, state: &ChannelState) -> Option<u64> {
+    let t = &setup.channel_type;
+    let anchors = t.has(ChannelType::ANCHORS_ZERO_FEE_HTLC) || t.has(ChannelType::ANCHOR_OUTPUTS);
+    let opening = opening_balance(setup, anchors);
+    let newest = [
+        state.holder_balances.last_key_value().map(|(_, b)| b),
+        state.counterparty_balances.last_key_value().map(|(_, b)| b),
+    ];
+    let mut entitled = u64::MAX;
+    for b in newest.into_iter().map(|b| b.unwrap_or(&opening)) {
+        if b.htlcs > 0 || !b.offered.is_empty() {
+            return None;
+        }
+        let paid_as_funder = if setup.is_outbound {
+            b.fee_sat + if anchors { 2 * ANCHOR_SAT } else { 0 }
+        } else {
+            0
+        };
+        entitled = entitled.min(b.ours_sat.saturating_add(paid_as_funder));
+    }
+    Some(entitled)
 }
 
 /// `commitment-feerate`: the fee rate the transaction pays (what it leaves out of its outputs,

@@ -5,6 +5,8 @@
 //! |---|---|
 //! | `onchain-destination-allowlisted` | an output that pays neither our wallet, nor the channel's shutdown script (mutual close), nor an allowlisted destination |
 //! | `onchain-fee-cap` | a fee above `max_onchain_fee_sat`, a fee rate above `max_onchain_feerate_per_kw`, or a fee that cannot be known (an input without amount) |
+//! | `funding-output-exact` | a withdrawal output to a channel's funding script that is not that channel's funding output: the channel value, at the funding outpoint `setup_channel` named |
+//! | `close-balance` | a mutual close that pays us less than our balance on the channel's newest commitments less the closing fee, or that closes while HTLCs are pending |
 //! | `funding-segwit-only` | a PSBT (withdrawal, anchor spend, HTLC mingle, splice) with an input that does not provably spend a segwit output |
 //!
 //! **Destinations.** An output is allowed when it pays
@@ -21,7 +23,9 @@
 //!
 //! What each request may pay besides:
 //! - `sign_withdrawal`: the funding output (P2WSH of the 2-of-2 of its funding keys) of a
-//!   channel that was set up and not forgotten, so that channels can be funded and spliced;
+//!   channel that was set up and not forgotten, so that channels can be funded: exactly the
+//!   channel value, at the funding outpoint of `setup_channel` (or the one `lock_outpoint`
+//!   moved it to), so a funding is paid once and for what the channel holds;
 //! - `sign_htlc_tx_mingle`: the output paired with (at the index of) an input that spends
 //!   none of the listed UTXOs and carries at least that output's value: the HTLC transaction's
 //!   own output, which its `SIGHASH_SINGLE` signature already fixed and its input pays for;
@@ -50,6 +54,7 @@ use crate::keys::{Bip32Version, KeyManager};
 use crate::store::ChannelState;
 use bitcoin::address::NetworkUnchecked;
 use bitcoin::bip32::{ChildNumber, DerivationPath, Xpub};
+use bitcoin::hashes::Hash;
 use bitcoin::psbt::{Output as PsbtOutput, Psbt};
 use bitcoin::{
     Address, CompressedPublicKey, Network, NetworkKind, OutPoint, Script, ScriptBuf, Transaction,
@@ -66,6 +71,10 @@ pub(crate) const DESTINATION: &str = "onchain-destination-allowlisted";
 pub(crate) const FEE_CAP: &str = "onchain-fee-cap";
 /// Rule: only segwit inputs in a PSBT we sign.
 pub(crate) const SEGWIT_ONLY: &str = "funding-segwit-only";
+/// Rule: a withdrawal funds a channel only with its funding output, exactly.
+pub(crate) const FUNDING_EXACT: &str = "funding-output-exact";
+/// Rule: a mutual close pays us our balance, less at most the closing fee.
+pub(crate) const CLOSE_BALANCE: &str = "close-balance";
 
 /// The wallet request a PSBT comes with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,8 +108,36 @@ pub(crate) fn check_wallet_tx(
         open.retain(|&i| !paired_with_foreign_input(psbt, utxos, i));
     }
     if request == WalletRequest::Withdrawal && !open.is_empty() {
-        let funding = channel_funding_scripts(r)?;
-        open.retain(|&i| !funding.contains(&tx.output[i].script_pubkey));
+        let funding = channel_fundings(r)?;
+        let txid = tx.compute_txid();
+        let mut misfunded = Vec::new();
+        open.retain(|&i| {
+            let out = &tx.output[i];
+            let paying: Vec<&ChannelFunding> = funding
+                .iter()
+                .filter(|f| f.script == out.script_pubkey)
+                .collect();
+            if paying.is_empty() {
+                return true;
+            }
+            let exact = paying.iter().any(|f| {
+                f.value_sat == out.value.to_sat()
+                    && f.outpoints.contains(&OutPoint {
+                        txid,
+                        vout: i as u32,
+                    })
+            });
+            if !exact {
+                misfunded.push(i);
+            }
+            false
+        });
+        r.policy.check(FUNDING_EXACT, misfunded.is_empty(), || {
+            format!(
+                "{txid} pays a channel's funding script other than as that channel's funding output (its value, at the outpoint set up): {}",
+                describe_outputs(tx, &misfunded)
+            )
+        })?;
     }
     report_destinations(r, tx, &open, "our wallet or an allowlisted destination")
 }
@@ -175,13 +212,14 @@ pub(crate) fn check_mutual_close(
     };
     let open = dest.unmatched(&tx.tx, &tx.psbt.outputs);
     let strays: Vec<usize> = if !theirs.is_empty() {
-        open.into_iter()
+        open.iter()
+            .copied()
             .filter(|&i| tx.tx.output[i].script_pubkey.as_bytes() != theirs)
             .collect()
     } else if open.len() <= 1 {
         Vec::new()
     } else {
-        open
+        open.clone()
     };
     r.policy.check(DESTINATION, strays.is_empty(), || {
         let peer = if theirs.is_empty() {
@@ -196,7 +234,49 @@ pub(crate) fn check_mutual_close(
             describe_outputs(&tx.tx, &strays)
         )
     })?;
+    if let Some(setup) = &setup {
+        check_close_balance(r, channel, setup, state, &tx.tx, &open)?;
+    }
     check_fee(r, &tx.tx, &tx.psbt)
+}
+
+/// `close-balance`: a mutual close pays us what the channel owes us (see
+/// [`crate::policy_channel::close_entitlement`]) less at most the whole closing fee (whoever
+/// pays it by the protocol; `onchain-fee-cap` bounds it), and never while HTLCs are pending.
+/// `open` are the outputs that pay none of our destinations; every other output is ours. A
+/// balance the closing fee leaves below the dust limit may have no output at all.
+fn check_close_balance(
+    r: &Req<'_>,
+    channel: &ChannelKey,
+    setup: &SetupChannel,
+    state: &ChannelState,
+    tx: &Transaction,
+    open: &[usize],
+) -> Result<()> {
+    let entitled = crate::policy_channel::close_entitlement(setup, state);
+    let ours: u64 = (0..tx.output.len())
+        .filter(|i| !open.contains(i))
+        .map(|i| tx.output[i].value.to_sat())
+        .sum();
+    let outputs: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
+    let fee = setup.channel_value.to_sat().saturating_sub(outputs);
+    // BOLT 3 rounds each balance down to satoshis on either transaction: one satoshi of slack.
+    let floor = entitled.map(|e| e.saturating_sub(fee).saturating_sub(1));
+    let dust = r.policy.limits.max_dust_limit_sat;
+    r.policy.check(
+        CLOSE_BALANCE,
+        floor.is_some_and(|f| ours >= f || (ours == 0 && f < dust)),
+        || match entitled {
+            None => format!(
+                "mutual close of channel {} with peer {}: HTLCs are still pending on its newest commitments",
+                channel.dbid, channel.peer_id
+            ),
+            Some(e) => format!(
+                "mutual close of channel {} with peer {} pays us {ours} sat; our balance is {e} sat and the closing fee {fee} sat",
+                channel.dbid, channel.peer_id
+            ),
+        },
+    )
 }
 
 /// The checks of `sign_splice_tx`: the splice is a funding transaction, so every input must
@@ -588,10 +668,17 @@ fn paired_with_foreign_input(psbt: &Psbt, utxos: &[HsmUtxo], index: usize) -> bo
     !ours && spent_output(tx, psbt, index).is_some_and(|spent| spent.value >= out.value)
 }
 
-/// The funding scripts (P2WSH of the 2-of-2) of every channel that was set up and not
-/// forgotten.
-fn channel_funding_scripts(r: &Req<'_>) -> Result<Vec<ScriptBuf>> {
-    let mut scripts = Vec::new();
+/// A channel's funding output as it was set up: the P2WSH of its 2-of-2, the channel value,
+/// and the outpoints it may be at (`setup_channel`'s, and the one `lock_outpoint` moved it to).
+struct ChannelFunding {
+    script: ScriptBuf,
+    value_sat: u64,
+    outpoints: Vec<OutPoint>,
+}
+
+/// The funding output of every channel that was set up and not forgotten.
+fn channel_fundings(r: &Req<'_>) -> Result<Vec<ChannelFunding>> {
+    let mut fundings = Vec::new();
     for (key, state) in r.channels()? {
         if state.forgotten {
             continue;
@@ -602,9 +689,25 @@ fn channel_funding_scripts(r: &Req<'_>) -> Result<Vec<ScriptBuf>> {
         };
         let ours = secrets.funding_key.public_key(SECP256K1);
         let redeem = funding_redeem_script(&ours, &setup.remote_funding_pubkey);
-        scripts.push(ScriptBuf::new_p2wsh(&redeem.wscript_hash()));
+        let mut outpoints = vec![OutPoint {
+            txid: setup.funding_txid,
+            vout: u32::from(setup.funding_txout),
+        }];
+        if let Some((txid, vout)) = &state.funding_outpoint {
+            if let Ok(txid) = <[u8; 32]>::try_from(&txid[..]) {
+                outpoints.push(OutPoint {
+                    txid: bitcoin::Txid::from_byte_array(txid),
+                    vout: u32::from(*vout),
+                });
+            }
+        }
+        fundings.push(ChannelFunding {
+            script: ScriptBuf::new_p2wsh(&redeem.wscript_hash()),
+            value_sat: setup.channel_value.to_sat(),
+            outpoints,
+        });
     }
-    Ok(scripts)
+    Ok(fundings)
 }
 
 /// The stored `setup_channel` of a channel, if it was set up (and still decodes).

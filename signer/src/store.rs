@@ -105,6 +105,9 @@ pub struct CommitmentBalance {
     pub dust_sat: i64,
     /// The HTLCs we offered in it: amount (msat), payment hash (hex), CLTV expiry.
     pub offered: Vec<(u64, String, u32)>,
+    /// How many HTLCs (either direction, trimmed or not) it carried.
+    #[serde(default)]
+    pub htlcs: usize,
 }
 
 /// The signer's database.

@@ -69,10 +69,11 @@ impl TestNode {
     async fn start(name: &str, secret: u8, funds: u64) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("policy.toml");
-        // Mainnet's delay bound, set explicitly: on regtest short delays pass by default.
+        // Mainnet's delay bound, set explicitly: on regtest short delays pass by default. The
+        // anchors channel below pushes 150 000 sat, which the operator allows.
         std::fs::write(
             &policy,
-            "default = \"enforce\"\n[limits]\nmin_to_self_delay = 144\n",
+            "default = \"enforce\"\n[limits]\nmin_to_self_delay = 144\nmax_push_msat = 150000000\n",
         )
         .unwrap();
         let (proxy, signer) = binaries().clone();

@@ -471,6 +471,28 @@ mod tests {
     }
 
     #[test]
+    fn the_check_variant_waits_for_the_operator_like_the_plain_one() {
+        let s = signer(
+            policy(|l| {
+                l.max_auto_approve_msat = 1_000;
+                l.approval_timeout_secs = 0;
+            }),
+            Store::temporary().unwrap(),
+        );
+        let req = PreapproveInvoiceCheck::new(
+            protocol::types::WireString::from(invoice(Some(5_000), 9, 0).as_str()),
+            false,
+        )
+        .encode()
+        .unwrap();
+        let reply = s.handle(&ClientContext::master(), None, &req).unwrap();
+        let r = PreapproveInvoiceReply::decode(&reply).unwrap();
+        assert!(!r.approved, "nobody approved within the timeout");
+        assert!(String::from_utf8_lossy(&r.trailing).contains("invoice-auto-approve"));
+        assert_eq!(tracked(&s), 0);
+    }
+
+    #[test]
     fn concurrent_preapprovals_never_pass_the_velocity_limit_together() {
         for _ in 0..20 {
             // 100 sat per window; 16 payments of 10 sat each, all at once.

@@ -493,8 +493,17 @@ fn set_up(c: &Chan) {
     c.ask(&c.channeld, c.setup.clone()).unwrap();
 }
 
+/// Every rule enforced, the push of [`setup_msg`] allowed by the operator.
+fn enforcing() -> Policy {
+    with_limits("")
+}
+
+/// [`enforcing`] with further `limits` (TOML lines of a `[limits]` table).
 fn with_limits(limits: &str) -> Policy {
-    Policy::from_toml(&format!("[limits]\n{limits}\n")).unwrap()
+    Policy::from_toml(&format!(
+        "[limits]\nmax_push_msat = {PUSH_MSAT}\n{limits}\n"
+    ))
+    .unwrap()
 }
 
 /// The channel states of a well-behaved channel: payments both ways, a trimmed HTLC, fee
@@ -515,7 +524,7 @@ fn well_behaved_history() -> Vec<Model> {
 
 #[test]
 fn a_well_behaved_channel_passes_every_rule_enforced() {
-    let c = Chan::open(Policy::enforcing());
+    let c = Chan::open(enforcing());
     let history = well_behaved_history();
     c.history(&history);
     let n = history.len() as u64 - 1;
@@ -539,7 +548,7 @@ fn a_well_behaved_channel_passes_every_rule_enforced() {
     assert_eq!(s.holder_balances[&n].offered, vec![]);
 
     // The peer funds: our balance is what it pushed, and its fees are not ours to pay.
-    let c = Chan::open_with(Policy::enforcing(), |s| s.is_outbound = false);
+    let c = Chan::open_with(enforcing(), |s| s.is_outbound = false);
     let m0 = Model {
         ours_msat: PUSH_MSAT,
         theirs_msat: VALUE_SAT * 1000 - PUSH_MSAT,
@@ -572,7 +581,7 @@ fn setup_refuses_unsafe_channel_types() {
     ] {
         refused(
             SAFE_TYPE,
-            Policy::enforcing(),
+            enforcing(),
             |_| {},
             with_type(bits, outbound),
             answered,
@@ -584,7 +593,7 @@ fn setup_refuses_unsafe_channel_types() {
         (&[12, 22, 46][..], false),
         (&[12, 22, 46, 50][..], true),
     ] {
-        let c = Chan::declared(Policy::enforcing());
+        let c = Chan::declared(enforcing());
         with_type(bits, outbound)(&c).unwrap_or_else(|e| panic!("{bits:?}: {e}"));
     }
 }
@@ -611,17 +620,19 @@ fn setup_refuses_delays_out_of_range() {
 #[test]
 fn test_networks_take_the_delays_stock_nodes_use_and_mainnet_keeps_its_bounds() {
     // The harness's node runs on regtest: Core Lightning's regtest delays pass by default.
-    let c = Chan::declared(Policy::enforcing());
+    let c = Chan::declared(enforcing());
     let mut m = c.setup.clone();
     m.local_to_self_delay = 6;
     m.remote_to_self_delay = 5;
     c.ask(&c.channeld, m).expect("regtest's delays");
-    let mainnet = Policy::enforcing().for_network(bitcoin::Network::Bitcoin);
+    let mainnet = enforcing().for_network(bitcoin::Network::Bitcoin);
     assert_eq!(mainnet.limits.min_to_self_delay, 144);
-    let regtest = Policy::enforcing().for_network(bitcoin::Network::Regtest);
+    let regtest = enforcing().for_network(bitcoin::Network::Regtest);
     assert_eq!(regtest.limits.min_to_self_delay, 0);
     // A limit the operator set holds on every network.
-    let set = with_limits("min_to_self_delay = 10").for_network(bitcoin::Network::Regtest);
+    let set = Policy::from_toml("[limits]\nmin_to_self_delay = 10\n")
+        .unwrap()
+        .for_network(bitcoin::Network::Regtest);
     assert_eq!(set.limits.min_to_self_delay, 10);
     assert!(set
         .to_toml()
@@ -634,7 +645,7 @@ fn setup_refuses_channels_too_large_or_pushing_too_much() {
     let answered = |_: &Chan| encode(SetupChannelReply::new());
     refused(
         MAX_VALUE,
-        Policy::enforcing(),
+        enforcing(),
         |_| {},
         |c| {
             let mut m = c.setup.clone();
@@ -645,7 +656,7 @@ fn setup_refuses_channels_too_large_or_pushing_too_much() {
     );
     refused(
         MAX_VALUE,
-        Policy::enforcing(),
+        enforcing(),
         |_| {},
         |c| {
             let mut m = c.setup.clone();
@@ -660,6 +671,28 @@ fn setup_refuses_channels_too_large_or_pushing_too_much() {
         c.ask(&c.channeld, c.setup.clone()).unwrap_err().rule(),
         Some(MAX_VALUE)
     );
+    // A push from a channel we fund is a payment without an invoice: none by default, up to
+    // what the operator allows; a peer's push to us is no spending of ours.
+    let c = Chan::declared(Policy::enforcing());
+    assert_eq!(
+        c.ask(&c.channeld, c.setup.clone()).unwrap_err().rule(),
+        Some(PUSH_LIMIT)
+    );
+    refused(
+        PUSH_LIMIT,
+        enforcing(),
+        |_| {},
+        |c| {
+            let mut m = c.setup.clone();
+            m.push_value = AmountMsat::from_msat(PUSH_MSAT + 1);
+            c.ask(&c.channeld, m)
+        },
+        answered,
+    );
+    let c = Chan::declared(Policy::enforcing());
+    let mut inbound = c.setup.clone();
+    inbound.is_outbound = false;
+    c.ask(&c.channeld, inbound).unwrap();
 }
 
 #[test]
@@ -668,14 +701,14 @@ fn commitment_feerate_must_be_in_range() {
         let m = Model::opening().feerate(feerate);
         refused(
             FEERATE,
-            Policy::enforcing(),
+            enforcing(),
             set_up,
             |c| c.sign_remote(0, &c.build(Owner::Counterparty, 0, &m)),
             |c| c.sign_reply(&c.build(Owner::Counterparty, 0, &m)),
         );
         refused(
             FEERATE,
-            Policy::enforcing(),
+            enforcing(),
             set_up,
             |c| c.validate(0, &c.build(Owner::Holder, 0, &m)),
             |c| c.validate_reply(0),
@@ -687,7 +720,7 @@ fn commitment_feerate_must_be_in_range() {
 /// the first commitment, and a request cannot make a transaction that pays too much pass.
 #[test]
 fn commitment_feerate_is_read_from_the_transaction() {
-    let c = Chan::open(Policy::enforcing());
+    let c = Chan::open(enforcing());
     let mut b = c.build(Owner::Counterparty, 0, &Model::opening());
     b.feerate = 0;
     c.sign_remote(0, &b)
@@ -699,7 +732,7 @@ fn commitment_feerate_is_read_from_the_transaction() {
     let m = Model::opening().feerate(100_001);
     refused(
         FEERATE,
-        Policy::enforcing(),
+        enforcing(),
         set_up,
         |c| {
             let mut b = c.build(Owner::Counterparty, 0, &m);
@@ -752,7 +785,7 @@ fn every_htlc_output_must_be_a_listed_htlc() {
     let a = attack.clone();
     refused(
         HTLC_LIMITS,
-        Policy::enforcing(),
+        enforcing(),
         |c| {
             set_up(c);
             c.history(&[Model::opening()]);
@@ -769,7 +802,7 @@ fn every_htlc_output_must_be_a_listed_htlc() {
     let u = unlisted.clone();
     refused(
         HTLC_LIMITS,
-        Policy::enforcing(),
+        enforcing(),
         |c| {
             set_up(c);
             c.history(&[Model::opening()]);
@@ -781,7 +814,7 @@ fn every_htlc_output_must_be_a_listed_htlc() {
     let m = Model::opening().offer(10_000_000, 1);
     refused(
         HTLC_LIMITS,
-        Policy::enforcing(),
+        enforcing(),
         |c| {
             set_up(c);
             c.history(&[Model::opening()]);
@@ -814,7 +847,7 @@ fn no_commitment_output_is_below_the_smallest_dust_limit() {
     let d = dusty.clone();
     refused(
         DUST_LIMIT,
-        Policy::enforcing(),
+        enforcing(),
         set_up,
         move |c| c.sign_remote(0, &d(c)),
         move |c| c.sign_reply(&dusty(c)),
@@ -830,7 +863,7 @@ fn a_commitment_must_spend_the_funding_outpoint_and_no_more_than_the_channel() {
     };
     refused(
         BALANCE,
-        Policy::enforcing(),
+        enforcing(),
         set_up,
         move |c| c.sign_remote(0, &other_outpoint(c)),
         move |c| c.sign_reply(&other_outpoint(c)),
@@ -843,7 +876,7 @@ fn a_commitment_must_spend_the_funding_outpoint_and_no_more_than_the_channel() {
     };
     refused(
         BALANCE,
-        Policy::enforcing(),
+        enforcing(),
         set_up,
         move |c| c.validate(0, &bigger(c)),
         |c| c.validate_reply(0),
@@ -856,13 +889,13 @@ fn a_commitment_must_spend_the_funding_outpoint_and_no_more_than_the_channel() {
     };
     refused(
         BALANCE,
-        Policy::enforcing(),
+        enforcing(),
         set_up,
         move |c| c.validate(0, &inflated(c)),
         |c| c.validate_reply(0),
     );
     // lock_outpoint moves the funding outpoint (a splice): the old one is no longer signed.
-    let c = Chan::open(Policy::enforcing());
+    let c = Chan::open(enforcing());
     c.history(&[Model::opening()]);
     c.ask(
         &c.channeld,
@@ -885,7 +918,7 @@ fn our_balance_never_drops_without_an_htlc_we_offer_or_our_fee() {
         let a = attack.clone();
         refused(
             BALANCE,
-            Policy::enforcing(),
+            enforcing(),
             move |c| {
                 set_up(c);
                 c.history(&h);
@@ -907,7 +940,7 @@ fn our_balance_never_drops_without_an_htlc_we_offer_or_our_fee() {
     };
     refused(
         BALANCE,
-        Policy::enforcing(),
+        enforcing(),
         set_up,
         move |c| c.sign_remote(0, &steal(c)),
         move |c| c.sign_reply(&steal(c)),
@@ -923,7 +956,7 @@ fn our_balance_never_drops_without_an_htlc_we_offer_or_our_fee() {
     let g = again.clone();
     refused(
         BALANCE,
-        Policy::enforcing(),
+        enforcing(),
         move |c| {
             set_up(c);
             c.history(&[Model::opening(), p1.clone()]);
@@ -941,7 +974,7 @@ fn our_balance_never_drops_without_an_htlc_we_offer_or_our_fee() {
     };
     refused(
         BALANCE,
-        Policy::enforcing(),
+        enforcing(),
         move |c| {
             set_up(c);
             c.history(&[Model::opening(), p1.clone()]);
@@ -961,7 +994,7 @@ fn value_left_out_of_the_outputs_is_capped() {
     let b = burn;
     refused(
         BALANCE,
-        Policy::enforcing(),
+        enforcing(),
         |c| {
             set_up(c);
             c.history(&[Model::opening()]);
@@ -989,7 +1022,7 @@ fn our_commitment_for_broadcast_gives_us_what_it_did_when_validated() {
     let h = history.clone();
     refused(
         BALANCE,
-        Policy::enforcing(),
+        enforcing(),
         move |c| {
             set_up(c);
             c.history(&h);
@@ -1001,7 +1034,7 @@ fn our_commitment_for_broadcast_gives_us_what_it_did_when_validated() {
     let m = Model::opening();
     refused(
         BALANCE,
-        Policy::enforcing(),
+        enforcing(),
         |c| {
             set_up(c);
             c.history(&[Model::opening()]);

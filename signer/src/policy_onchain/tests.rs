@@ -19,12 +19,12 @@ use protocol::types::{Basepoints, ChannelType, NodeId};
 use protocol::{Message, Permissions};
 use secp256k1::SecretKey;
 
-/// A policy with the three on-chain rules in `mode`, every other rule in warn mode, and
+/// A policy with the five on-chain rules in `mode`, every other rule in warn mode, and
 /// `limits` (TOML lines of a `[limits]` table).
 fn policy(mode: &str, limits: &str) -> Policy {
     Policy::from_toml(&format!(
         "default = \"warn\"\n[rules]\n{DESTINATION} = \"{mode}\"\n{FEE_CAP} = \"{mode}\"\n\
-         {SEGWIT_ONLY} = \"{mode}\"\n[limits]\nwallet_scan_depth = 20\nallowlist_xpub_depth = 5\n{limits}"
+         {SEGWIT_ONLY} = \"{mode}\"\n{CLOSE_BALANCE} = \"{mode}\"\n{FUNDING_EXACT} = \"{mode}\"\n[limits]\nwallet_scan_depth = 20\nallowlist_xpub_depth = 5\n{limits}"
     ))
     .unwrap()
 }
@@ -323,14 +323,38 @@ fn secrets(signer: &Signer) -> std::sync::Arc<ChannelSecrets> {
         .unwrap()
 }
 
-/// Sets the channel up (remote basepoints from keys 10..13, remote funding key 14).
+/// Sets the channel up (remote basepoints from keys 10..13, remote funding key 14): the peer
+/// opened it with 1 000 000 sat at [8; 32]:0 and pushed us 600 000 sat.
 fn setup(signer: &Signer, local_shutdown: Option<&Script>, remote_shutdown: Option<&Script>) {
+    let funding = OutPoint {
+        txid: Txid::from_byte_array([8; 32]),
+        vout: 0,
+    };
+    setup_with(
+        signer,
+        local_shutdown,
+        remote_shutdown,
+        funding,
+        1_000_000,
+        600_000_000,
+    );
+}
+
+/// [`setup`] with the funding outpoint, the channel value and the push.
+fn setup_with(
+    signer: &Signer,
+    local_shutdown: Option<&Script>,
+    remote_shutdown: Option<&Script>,
+    funding: OutPoint,
+    value_sat: u64,
+    push_msat: u64,
+) {
     let m = SetupChannel::new(
-        true,
-        Amount::from_sat(1_000_000),
-        protocol::types::AmountMsat::ZERO,
-        Txid::from_byte_array([8; 32]),
-        0,
+        false,
+        Amount::from_sat(value_sat),
+        protocol::types::AmountMsat::from_msat(push_msat),
+        funding.txid,
+        funding.vout as u16,
         144,
         local_shutdown.map_or_else(Vec::new, |s| s.to_bytes()),
         None,
@@ -361,18 +385,24 @@ fn funding_script(signer: &Signer) -> ScriptBuf {
 #[test]
 fn withdrawal_may_fund_a_channel_that_was_set_up() {
     let s = signer(enforcing(""));
-    let outputs = |s: &Signer| {
-        vec![
-            out(90_000, funding_script(s)),
-            out(9_000, p2wpkh(&wallet(s, 1))),
-        ]
+    let to_wallet = |sat| out(sat, p2wpkh(&wallet(&s, 1)));
+    let psbt = withdrawal_psbt(&s, vec![out(90_000, funding_script(&s)), to_wallet(9_000)]);
+    assert_eq!(rule_of(&withdraw(&s, psbt.clone())), Some(DESTINATION));
+    let at = OutPoint {
+        txid: psbt.unsigned_tx.compute_txid(),
+        vout: 0,
     };
-    assert_eq!(
-        rule_of(&withdraw(&s, withdrawal_psbt(&s, outputs(&s)))),
-        Some(DESTINATION)
-    );
-    setup(&s, None, None);
-    withdraw(&s, withdrawal_psbt(&s, outputs(&s))).unwrap();
+    setup_with(&s, None, None, at, 90_000, 0);
+    withdraw(&s, psbt.clone()).unwrap();
+    // The channel's 2-of-2 paid with another value, or by another transaction (twice).
+    let more = withdrawal_psbt(&s, vec![out(95_000, funding_script(&s)), to_wallet(4_000)]);
+    let again = withdrawal_psbt(&s, vec![out(90_000, funding_script(&s)), to_wallet(8_000)]);
+    for attack in [more, again] {
+        assert_eq!(rule_of(&withdraw(&s, attack.clone())), Some(FUNDING_EXACT));
+        let w = signer(warning(""));
+        setup_with(&w, None, None, at, 90_000, 0);
+        withdraw(&w, attack).expect("warn mode signs");
+    }
     // A 2-of-2 with another remote key is not that channel's.
     let ours = secrets(&s).funding_key.public_key(SECP256K1);
     let other = ScriptBuf::new_p2wsh(&funding_redeem_script(&ours, &pubkey(15)).wscript_hash());
@@ -386,10 +416,7 @@ fn withdrawal_may_fund_a_channel_that_was_set_up() {
         &Message::from(forget).encode().unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        rule_of(&withdraw(&s, withdrawal_psbt(&s, outputs(&s)))),
-        Some(DESTINATION)
-    );
+    assert_eq!(rule_of(&withdraw(&s, psbt)), Some(DESTINATION));
 }
 
 /// The mutual close of the channel: input 0 spends the 1 000 000 sat funding output.
@@ -486,12 +513,116 @@ fn mutual_close_without_shutdown_scripts_pays_the_wallet_and_one_peer_output() {
         ],
     )
     .unwrap();
-    close(&s, vec![out(999_000, p2wpkh(&pubkey(21)))]).unwrap();
     let two_strangers = vec![
         out(600_000, p2wpkh(&pubkey(22))),
         out(399_000, p2wpkh(&pubkey(21))),
     ];
     assert_eq!(rule_of(&close(&s, two_strangers)), Some(DESTINATION));
+}
+
+#[test]
+fn mutual_close_pays_us_our_balance_less_the_fee() {
+    let ours = p2wpkh(&pubkey(20));
+    let theirs = p2wpkh(&pubkey(21));
+    let set_up = |s: &Signer| setup(s, Some(&ours), Some(&theirs));
+    // Our 600 000 sat, less the whole 1 000 sat fee at most (and a satoshi of rounding).
+    let s = signer(enforcing(""));
+    set_up(&s);
+    close(
+        &s,
+        vec![out(599_000, ours.clone()), out(400_000, theirs.clone())],
+    )
+    .unwrap();
+    close(
+        &s,
+        vec![out(598_999, ours.clone()), out(400_000, theirs.clone())],
+    )
+    .unwrap();
+    let allowed = signer(enforcing(""));
+    set_up(&allowed);
+    let reply = close(
+        &allowed,
+        vec![out(599_000, ours.clone()), out(400_000, theirs.clone())],
+    )
+    .unwrap();
+    // The reply does not depend on the outputs' values where the check passes: compare the
+    // warned answer of an attack with its own signature from a policy that has the rule off.
+    for outputs in [
+        vec![out(598_998, ours.clone()), out(400_002, theirs.clone())],
+        vec![out(1_000, ours.clone()), out(998_000, theirs.clone())],
+        vec![out(999_000, theirs.clone())],
+    ] {
+        let run = |s: &Signer| close(s, outputs.clone());
+        let off = signer(Policy::from_toml("[rules]\nclose-balance = \"warn\"\n").unwrap());
+        set_up(&off);
+        let expected = run(&off).unwrap();
+        assert_ne!(expected, reply);
+        refused_then_warned(CLOSE_BALANCE, set_up, run, "", &expected);
+    }
+}
+
+#[test]
+fn the_close_entitlement_follows_the_newest_commitments() {
+    use crate::policy_channel::close_entitlement;
+    use crate::store::{ChannelState, CommitmentBalance};
+    let setup = |outbound: bool, push_msat: u64| {
+        SetupChannel::new(
+            outbound,
+            Amount::from_sat(1_000_000),
+            protocol::types::AmountMsat::from_msat(push_msat),
+            Txid::from_byte_array([8; 32]),
+            0,
+            144,
+            vec![],
+            None,
+            Basepoints {
+                revocation: pubkey(10),
+                payment: pubkey(11),
+                htlc: pubkey(12),
+                delayed_payment: pubkey(13),
+            },
+            pubkey(14),
+            144,
+            vec![],
+            ChannelType::from_bits(&[
+                ChannelType::STATIC_REMOTEKEY,
+                ChannelType::ANCHORS_ZERO_FEE_HTLC,
+            ]),
+        )
+    };
+    let balance = |ours_sat, fee_sat, htlcs| CommitmentBalance {
+        ours_sat,
+        fee_sat,
+        htlcs,
+        ..Default::default()
+    };
+    let mut state = ChannelState::default();
+    // Before any commitment: the opening (the funder gets its anchors back).
+    assert_eq!(close_entitlement(&setup(true, 0), &state), Some(1_000_000));
+    assert_eq!(close_entitlement(&setup(false, 5_000), &state), Some(5));
+    // As funder we get the commitment fee and the anchors back; the smaller side counts.
+    state.holder_balances.insert(3, balance(700_000, 2_000, 0));
+    state
+        .counterparty_balances
+        .insert(4, balance(650_000, 2_000, 0));
+    assert_eq!(close_entitlement(&setup(true, 0), &state), Some(652_660));
+    assert_eq!(close_entitlement(&setup(false, 0), &state), Some(650_000));
+    // Any HTLC on the newest commitment of either side: no close yet.
+    state
+        .counterparty_balances
+        .insert(5, balance(640_000, 2_000, 1));
+    assert_eq!(close_entitlement(&setup(true, 0), &state), None);
+    state.holder_balances.insert(
+        6,
+        CommitmentBalance {
+            offered: vec![(1_000, "00".repeat(32), 500)],
+            ..balance(640_000, 2_000, 0)
+        },
+    );
+    state
+        .counterparty_balances
+        .insert(7, balance(640_000, 2_000, 0));
+    assert_eq!(close_entitlement(&setup(true, 0), &state), None);
 }
 
 #[test]

@@ -82,6 +82,8 @@ default = "enforce"
 min_to_self_delay = 144
 max_to_self_delay = 2016
 max_channel_value_sat = {MAX_CHANNEL_VALUE_SAT}
+# The channels we fund push {PUSH_MSAT} msat to the peer, which the operator allows.
+max_push_msat = {PUSH_MSAT}
 min_dust_limit_sat = 354
 max_commitment_dust_sat = 60000
 min_feerate_per_kw = 253
@@ -164,6 +166,7 @@ pub fn all() -> Vec<CaseBuilder> {
         open_channel_with_unsafe_type(&k),
         open_channel_with_absurd_to_self_delay(&k),
         open_channel_above_max_value(&k),
+        open_channel_pushing_too_much(&k),
         channeld_message_on_openingd_fd(&k),
         // On chain.
         withdraw_to_unknown_address(&k),
@@ -171,7 +174,9 @@ pub fn all() -> Vec<CaseBuilder> {
         withdraw_signed_with_sighash_none(&k),
         anchorspend_of_the_funding_output(&k),
         fund_channel_with_legacy_input(&k),
+        fund_channel_twice(&k),
         mutual_close_to_unknown_script(&k),
+        mutual_close_giving_our_balance_to_the_peer(&k),
         sweep_to_unknown_address(&k),
         sweep_paying_fee_above_cap(&k),
         // Payments.
@@ -857,6 +862,20 @@ fn open_channel_above_max_value(k: &Keys) -> CaseBuilder {
     )
 }
 
+fn open_channel_pushing_too_much(k: &Keys) -> CaseBuilder {
+    setup_attack(
+        k,
+        "open_channel_pushing_too_much",
+        "openingd sets up a channel we fund with 1 000 000 sat that pushes 900 000 sat to the \
+         peer at opening (the operator allows pushes of at most 200 000 sat).",
+        "A push is a payment to the peer without an invoice, preapproval or velocity check: a \
+         compromised node opens a channel to the attacker's node pushing it the whole channel, \
+         and the attacker closes it.",
+        "channel-push-limit",
+        |s| s.push_value = AmountMsat::from_msat(900_000_000),
+    )
+}
+
 fn channeld_message_on_openingd_fd(k: &Keys) -> CaseBuilder {
     let mut b = CaseBuilder::new(
         "channeld_message_on_openingd_fd",
@@ -1216,6 +1235,55 @@ fn fund_channel_with_legacy_input(k: &Keys) -> CaseBuilder {
     b
 }
 
+fn fund_channel_twice(k: &Keys) -> CaseBuilder {
+    let mut b = CaseBuilder::new(
+        "fund_channel_twice",
+        "A channel is set up with the funding transaction that spends our wallet UTXO and pays \
+         the channel's 1 000 000 sat 2-of-2, its first commitments are exchanged and the funding \
+         transaction is signed; then lightningd asks for our signature on another transaction \
+         paying 1 400 000 sat to the same 2-of-2.",
+        "The 2-of-2's remote key is the peer's, chosen through the compromised node: value paid \
+         to it beyond the channel (a second funding, or more than the channel value) is in no \
+         commitment we hold, and only the peer can spend it. A channel is funded once, with \
+         exactly its value, at the outpoint it was set up with.",
+    );
+    let ours = utxo(k, 0xa5, 1_500_000, 3);
+    let placeholder = k.channel(
+        0x11,
+        1,
+        OutPoint {
+            txid: txid(0),
+            vout: 0,
+        },
+    );
+    let funding = withdrawal(
+        vec![ours],
+        vec![
+            (VALUE_SAT, placeholder.funding_spk()),
+            (499_000, k.wallet(4)),
+        ],
+    );
+    let ch = k.channel(
+        0x11,
+        1,
+        OutPoint {
+            txid: funding.psbt.unsigned_tx.compute_txid(),
+            vout: 0,
+        },
+    );
+    open(&mut b, &ch);
+    b.master(funding);
+    b.attack(
+        0,
+        withdrawal(
+            vec![utxo(k, 0xa6, 1_500_000, 6)],
+            vec![(1_400_000, ch.funding_spk()), (99_000, k.wallet(7))],
+        ),
+        "funding-output-exact",
+    );
+    b
+}
+
 /// The channel of `opened(.., 2)` closed by us unilaterally with commitment 2, and an
 /// onchaind for it.
 fn unilateral_close(
@@ -1303,6 +1371,37 @@ fn mutual_close_to_unknown_script(k: &Keys) -> CaseBuilder {
     b.on(
         closingd,
         ch.sign_close(ch.close_tx(ours, &k.wallet(SHUTDOWN_WALLET_INDEX), theirs)),
+    );
+    b
+}
+
+fn mutual_close_giving_our_balance_to_the_peer(k: &Keys) -> CaseBuilder {
+    let (mut b, ch, _) = opened(
+        k,
+        "mutual_close_giving_our_balance_to_the_peer",
+        "At commitment 2 the channel is closed cooperatively; closingd's closing transaction \
+         pays our shutdown script 1 000 sat and the rest of our balance to the peer's. \
+         Afterwards the honest closing transaction.",
+        "Both outputs go where they should, yet our balance is the peer's: a mutual close must \
+         give us what the latest commitments give us, less at most the closing fee.",
+        2,
+    );
+    let m = &history(&ch)[2];
+    let fee = 1_000;
+    let ours = m.ours_msat / 1000 - fee;
+    let theirs = m.theirs_msat / 1000;
+    let shutdown = k.wallet(SHUTDOWN_WALLET_INDEX);
+    let closingd = b.client(ch.peer_id, ch.dbid, Permissions::CLOSINGD);
+    b.attack(
+        closingd,
+        ch.sign_close(ch.close_tx(1_000, &shutdown, theirs + ours - 1_000)),
+        "close-balance",
+    );
+    let closingd = b.client(ch.peer_id, ch.dbid, Permissions::CLOSINGD);
+    b.note("lightningd restarts closingd");
+    b.on(
+        closingd,
+        ch.sign_close(ch.close_tx(ours, &shutdown, theirs)),
     );
     b
 }
