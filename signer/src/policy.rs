@@ -72,6 +72,10 @@ pub const RULES: &[(&str, &str)] = &[
         "a commitment spends the channel's funding outpoint, and our balance drops only by the HTLCs we offer and our fee",
     ),
     (
+        "commitment-signed-by-peer",
+        "a holder commitment is validated only with the peer's valid signature under the channel's funding keys",
+    ),
+    (
         "onchain-destination-allowlisted",
         "withdrawals, sweeps and mutual closes pay only our wallet, the channel's shutdown script or allowlisted addresses and xpubs",
     ),

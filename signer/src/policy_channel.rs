@@ -105,6 +105,8 @@ pub(crate) const FEERATE: &str = "commitment-feerate";
 pub(crate) const HTLC_LIMITS: &str = "commitment-htlc-limits";
 /// `commitment-balance`.
 pub(crate) const BALANCE: &str = "commitment-balance";
+/// `commitment-signed-by-peer`.
+pub(crate) const SIGNED_BY_PEER: &str = "commitment-signed-by-peer";
 
 /// The value of each anchor output (BOLT 3).
 const ANCHOR_SAT: u64 = 330;
@@ -433,6 +435,46 @@ pub(crate) fn check_channel_commitment(
         state,
     };
     check_commitment(r.policy, &ch, &c).map(Some)
+}
+
+/// `commitment-signed-by-peer`: the peer's signature on our commitment `n` is valid under its
+/// funding key for the 2-of-2 that `setup_channel` fixed and the channel value (not what the
+/// request's PSBT claims), `SIGHASH_ALL`. Without it the commitment cannot be broadcast, and
+/// revoking the previous one on its strength would leave us no valid state to close with.
+pub(crate) fn check_peer_signature(
+    policy: &Policy,
+    setup: &SetupChannel,
+    secrets: &ChannelSecrets,
+    n: u64,
+    tx: &Transaction,
+    sig: &protocol::types::BitcoinSignature,
+) -> Result<()> {
+    let script = crate::bolt3::funding_redeem_script(
+        &secrets.basepoints().funding_pubkey,
+        &setup.remote_funding_pubkey,
+    );
+    let valid = sig.sighash == protocol::types::SighashFlag::All
+        && crate::sign::segwit_v0_sighash(
+            tx,
+            0,
+            &script,
+            setup.channel_value,
+            bitcoin::EcdsaSighashType::All,
+        )
+        .is_ok_and(|msg| {
+            let mut normalized = sig.sig;
+            normalized.normalize_s();
+            secp256k1::SECP256K1
+                .verify_ecdsa(&msg, &normalized, &setup.remote_funding_pubkey)
+                .is_ok()
+        });
+    policy.check(SIGNED_BY_PEER, valid, || {
+        format!(
+            "holder commitment {n} ({}) does not carry the peer's valid signature under its funding key {}",
+            tx.compute_txid(),
+            setup.remote_funding_pubkey
+        )
+    })
 }
 
 /// Remembers what commitment `n` gave us, keeping the newest two of that side.

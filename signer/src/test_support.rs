@@ -21,3 +21,21 @@ pub(crate) fn initialized_signer(policy: Policy) -> Signer {
         .unwrap();
     signer
 }
+
+/// The peer's signature on our commitment `tx` (input 0 spends the 2-of-2 of `ours` and the
+/// peer's `peer_funding_key`, holding `value`), as `validate_commitment_tx` carries it.
+pub(crate) fn peer_commitment_sig(
+    tx: &bitcoin::Transaction,
+    ours: &secp256k1::PublicKey,
+    peer_funding_key: &secp256k1::SecretKey,
+    value: bitcoin::Amount,
+) -> protocol::types::BitcoinSignature {
+    let theirs = peer_funding_key.public_key(secp256k1::SECP256K1);
+    let script = crate::bolt3::funding_redeem_script(ours, &theirs);
+    let msg = crate::sign::segwit_v0_sighash(tx, 0, &script, value, bitcoin::EcdsaSighashType::All)
+        .unwrap();
+    protocol::types::BitcoinSignature {
+        sig: crate::sign::sign_ecdsa_cln_grind(&msg, peer_funding_key),
+        sighash: protocol::types::SighashFlag::All,
+    }
+}

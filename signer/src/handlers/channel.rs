@@ -216,6 +216,10 @@ pub(crate) fn validate_commitment_tx(r: &mut Req<'_>, m: ValidateCommitmentTx) -
             )
         },
     )?;
+    if let Some(setup) = policy_channel::stored_setup(&state)? {
+        let secrets = r.channel_secrets(&key)?;
+        policy_channel::check_peer_signature(r.policy, &setup, &secrets, n, &m.tx.tx, &m.sig)?;
+    }
     let our_point = r.channel_secrets(&key)?.per_commitment_point(n).ok();
     let commitment = our_point.map(|point| Commitment {
         owner: Owner::Holder,

@@ -385,13 +385,12 @@ impl Chan {
     }
 
     fn validate(&self, n: u64, b: &Built) -> Result<Vec<u8>> {
-        let sig = BitcoinSignature {
-            sig: SECP256K1.sign_ecdsa(
-                &secp256k1::Message::from_digest([1; 32]),
-                &self.peer.funding_key,
-            ),
-            sighash: SighashFlag::All,
-        };
+        let sig = crate::test_support::peer_commitment_sig(
+            &b.tx.tx,
+            &self.ours().basepoints().funding_pubkey,
+            &self.peer.funding_key,
+            Amount::from_sat(VALUE_SAT),
+        );
         let m = ValidateCommitmentTx::new(b.tx.clone(), b.htlcs.clone(), n, b.feerate, sig, vec![]);
         self.ask(&self.channeld, m)
     }

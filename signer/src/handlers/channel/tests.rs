@@ -184,16 +184,29 @@ impl Channel {
     }
 
     fn validate(&self, n: u64) -> Result<Vec<u8>, SignerError> {
-        let sig = protocol::types::BitcoinSignature {
-            sig: SECP256K1.sign_ecdsa(
-                &secp256k1::Message::from_digest([1; 32]),
-                &self.peer.funding_key,
-            ),
-            sighash: protocol::types::SighashFlag::All,
-        };
+        let sig = self.peer_sig(&tx().tx);
         self.ask(
             &self.channeld,
             ValidateCommitmentTx::new(tx(), vec![], n, 253, sig, vec![]),
+        )
+    }
+
+    /// The peer's signature on our commitment `tx`.
+    fn peer_sig(&self, tx: &Transaction) -> protocol::types::BitcoinSignature {
+        let ours = self
+            .signer
+            .session()
+            .unwrap()
+            .keys
+            .channel_secrets(peer_id().as_bytes(), DBID)
+            .unwrap()
+            .basepoints()
+            .funding_pubkey;
+        crate::test_support::peer_commitment_sig(
+            tx,
+            &ours,
+            &self.peer.funding_key,
+            Amount::from_sat(1_000_000),
         )
     }
 
@@ -619,4 +632,54 @@ fn a_revocation_racing_a_broadcast_signature_never_both_pass() {
     }
     // One of the two always passes: the first to take the store's writer.
     assert_eq!(outcomes[0], 0, "neither passed: {outcomes:?}");
+}
+
+#[test]
+fn a_holder_commitment_without_the_peers_valid_signature_is_refused() {
+    let forged = |c: &Channel, key: &SecretKey| {
+        let mut sig = c.peer_sig(&tx().tx);
+        let msg = secp256k1::Message::from_digest([9; 32]);
+        sig.sig = SECP256K1.sign_ecdsa(&msg, key);
+        c.ask(
+            &c.channeld,
+            ValidateCommitmentTx::new(tx(), vec![], 1, 253, sig, vec![]),
+        )
+    };
+    // Signed by the peer's key but over something else, or by another key over this one.
+    refused(
+        "commitment-signed-by-peer",
+        |c| c.advance_to(0, 0),
+        |c| forged(c, &c.peer.funding_key),
+    );
+    refused(
+        "commitment-signed-by-peer",
+        |c| c.advance_to(0, 0),
+        |c| {
+            let other = ChannelSecrets::from_seed(&[0x56; 32]).unwrap();
+            let ours = c
+                .signer
+                .session()
+                .unwrap()
+                .keys
+                .channel_secrets(peer_id().as_bytes(), DBID)
+                .unwrap()
+                .basepoints()
+                .funding_pubkey;
+            let sig = crate::test_support::peer_commitment_sig(
+                &tx().tx,
+                &ours,
+                &other.funding_key,
+                Amount::from_sat(1_000_000),
+            );
+            c.ask(
+                &c.channeld,
+                ValidateCommitmentTx::new(tx(), vec![], 1, 253, sig, vec![]),
+            )
+        },
+    );
+    // With a valid signature, the same step passes.
+    let c = Channel::set_up(state_rules_enforced());
+    c.advance_to(0, 0);
+    c.validate(1).unwrap();
+    assert_eq!(c.state().unwrap().holder_validated, Some(1));
 }

@@ -148,6 +148,7 @@ pub fn all() -> Vec<CaseBuilder> {
         sign_revoked_holder_commitment(&k),
         validate_skipping_a_commitment_number(&k),
         validate_holder_commitment_giving_us_less(&k),
+        validate_holder_commitment_without_the_peers_signature(&k),
         // The peer's commitments and their revocation.
         sign_older_remote_commitment(&k),
         sign_remote_skipping_a_commitment_number(&k),
@@ -457,6 +458,42 @@ fn validate_holder_commitment_giving_us_less(k: &Keys) -> CaseBuilder {
     b.attack(c, ch.validate(2, &short), "commitment-balance");
     let c = new_channeld(&mut b, &ch);
     b.on(c, ch.validate(2, &ch.build(Owner::Holder, 2, &h[2])));
+    b.on(c, ch.revoke(1));
+    b
+}
+
+fn validate_holder_commitment_without_the_peers_signature(k: &Keys) -> CaseBuilder {
+    let (mut b, ch, c) = opened(
+        k,
+        "validate_holder_commitment_without_the_peers_signature",
+        "Our commitment 2 comes to be validated with a signature that is the peer's, but made \
+         over another transaction (one that gives the peer 100 000 sat of ours); afterwards with \
+         the peer's signature over commitment 2 itself.",
+        "A commitment we cannot broadcast is no commitment: validated on a bad signature, it \
+         lets channeld revoke commitment 1 next, and we are left with no valid state but a \
+         revoked one. The peer then holds our whole balance hostage, or takes it when we \
+         broadcast the revoked state.",
+        1,
+    );
+    let h = history(&ch);
+    b.on(
+        c,
+        ch.sign_remote(2, &ch.build(Owner::Counterparty, 2, &h[2])),
+    );
+    b.on(c, ch.peer_revokes(1));
+    let good = ch.build(Owner::Holder, 2, &h[2]);
+    let s = ch.scripts(Owner::Holder, 2);
+    let other = good.clone().shift(&s.ours, &s.theirs, 100_000);
+    let Message::ValidateCommitmentTx(mut forged) = ch.validate(2, &good) else {
+        unreachable!("validate builds a ValidateCommitmentTx")
+    };
+    let Message::ValidateCommitmentTx(for_other) = ch.validate(2, &other) else {
+        unreachable!("validate builds a ValidateCommitmentTx")
+    };
+    forged.sig = for_other.sig;
+    b.attack(c, forged, "commitment-signed-by-peer");
+    let c = new_channeld(&mut b, &ch);
+    b.on(c, ch.validate(2, &good));
     b.on(c, ch.revoke(1));
     b
 }
