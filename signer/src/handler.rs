@@ -346,8 +346,8 @@ pub fn changes_state(t: u16) -> bool {
 }
 
 /// Whether a state-changing request type may wait for the operator's decision (and so must
-/// not hold the store's writer while it waits).
-fn waits_for_operator(t: u16) -> bool {
+/// not hold the store's writer, nor the daemon's I/O thread, while it waits).
+pub(crate) fn waits_for_operator(t: u16) -> bool {
     matches!(
         t,
         PreapproveInvoice::TYPE

@@ -11,7 +11,10 @@
 //!   operator) goes to tokio's blocking pool. A quick one (ECDH, a per-commitment point, an
 //!   invoice signature: tens of microseconds of CPU) is handled right on the I/O thread when
 //!   no other request is waiting to be read, or when the [`Pool`] (one thread per core) has
-//!   no idle thread; otherwise a pool thread takes it. Other stateless requests (PSBTs,
+//!   no idle thread; otherwise a pool thread takes it. A state change is committed on the
+//!   I/O thread too when it is alone (nothing else in flight or waiting, and it cannot wait
+//!   for the operator): the typical payment's requests come one after the other, and each
+//!   hand-off would cost two wake-ups. Other stateless requests (PSBTs,
 //!   wallet scans: milliseconds) always go to the pool, so that the link never stalls. A
 //!   burst from many channels thus keeps every core busy, and a lone request makes no
 //!   hand-off between threads (each costs a wake-up, tens of microseconds on virtual
@@ -81,6 +84,13 @@ enum Work {
     /// Commits state (or waits for the operator): tokio's blocking pool. Unknown and
     /// malformed messages go here too; the handler refuses them.
     Stateful,
+}
+
+/// Whether a request may wait for the operator (never on the I/O thread).
+fn may_wait(message: &[u8]) -> bool {
+    message
+        .get(..2)
+        .is_some_and(|t| crate::handler::waits_for_operator(u16::from_be_bytes([t[0], t[1]])))
 }
 
 fn work_of(message: &[u8]) -> Work {
@@ -160,7 +170,15 @@ impl<H: Handler> Lanes<H> {
 
     fn start(&mut self, key: LaneKey, job: Job, may_inline: bool) {
         let work = work_of(&job.message);
-        if work == Work::Quick && (may_inline || !self.pool.has_idle()) {
+        let inline = match work {
+            Work::Quick => may_inline || !self.pool.has_idle(),
+            // A lone state change (nothing else in flight, so the store's writer is free, and
+            // no other request waiting) is committed right here: two thread hand-offs saved,
+            // for one commit's time during which the stream is not read.
+            Work::Stateful => may_inline && self.away == 0 && !may_wait(&job.message),
+            Work::Slow => false,
+        };
+        if inline {
             let started = Instant::now();
             let outcome = handle(&*self.handler, &job);
             finish(key, job, outcome, started.elapsed());
@@ -447,6 +465,10 @@ mod tests {
     const FAST: [u8; 2] = [0, 1];
     const SLOW: [u8; 1] = [0xff];
     const SLOW_STATELESS: [u8; 2] = [0, 7];
+    /// A state change answered at once (validate_revocation, type 36), and a preapproval
+    /// (preapprove_invoice, type 38).
+    const STATEFUL: [u8; 2] = [0, 36];
+    const PREAPPROVAL: [u8; 2] = [0, 38];
 
     fn job(
         id: u64,
@@ -551,12 +573,28 @@ mod tests {
         assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![11]);
         assert_ne!(recorder.thread_of(11), here);
 
-        // A state-changing request never runs inline, even when it may.
-        let (key, j) = job(10, Some(1), &SLOW, &out);
+        // A lone state change runs inline when it may; not when others are waiting.
+        let (key, j) = job(10, Some(1), &STATEFUL, &out);
+        lanes.dispatch(key, j, true);
+        assert_eq!(rx.try_recv().unwrap().request_id, 10);
+        assert_eq!(recorder.thread_of(10), here);
+        let (key, j) = job(12, Some(1), &STATEFUL, &out);
+        lanes.dispatch(key, j, false);
+        assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![12]);
+        assert_ne!(recorder.thread_of(12), here);
+        // Nor while another request is in flight (it may hold the store's writer).
+        let (key, j) = job(13, Some(2), &SLOW_STATELESS, &out);
+        lanes.dispatch(key, j, false);
+        let (key, j) = job(14, Some(1), &STATEFUL, &out);
         lanes.dispatch(key, j, true);
         assert!(rx.try_recv().is_err());
-        assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![10]);
-        assert_ne!(recorder.thread_of(10), here);
+        assert_eq!(replies(&mut lanes, &mut rx, 2).await, vec![14, 13]);
+        assert_ne!(recorder.thread_of(14), here);
+        // A preapproval, which may wait for the operator, never runs inline.
+        let (key, j) = job(15, Some(1), &PREAPPROVAL, &out);
+        lanes.dispatch(key, j, true);
+        assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![15]);
+        assert_ne!(recorder.thread_of(15), here);
     }
 
     #[tokio::test]
@@ -565,7 +603,7 @@ mod tests {
         let mut lanes = Lanes::new(recorder.clone(), Duration::from_secs(60), 2).unwrap();
         let (out, mut rx) = mpsc::unbounded_channel();
         let (key, j) = job(1, Some(1), &SLOW, &out);
-        lanes.dispatch(key, j, true);
+        lanes.dispatch(key, j, false);
         let (key, j) = job(2, Some(1), &FAST, &out);
         lanes.dispatch(key, j, true);
         assert!(rx.try_recv().is_err());
