@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod adversary;
+pub mod chan;
 pub mod cln;
 
 /// The paths of the binaries under test.

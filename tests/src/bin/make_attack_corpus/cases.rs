@@ -8,7 +8,6 @@
 //! Whenever an attack closes a client, a new client for the same channel (what lightningd
 //! does when it restarts a subdaemon) carries the `after_attack` steps.
 
-use crate::chan::{self, p2wpkh, pubkey, txid, Channel, Model, Opening, Owner};
 use crate::{keys_signer, CaseBuilder};
 use bitcoin::absolute::LockTime;
 use bitcoin::hashes::{sha256, Hash};
@@ -25,6 +24,7 @@ use secp256k1::{SecretKey, SECP256K1};
 use signer::Session;
 use std::sync::Arc;
 use std::time::Duration;
+use tests::chan::{self, p2wpkh, pubkey, txid, Channel, Model, Opening, Owner};
 
 /// The operator's limits the corpus is replayed with.
 const MAX_CHANNEL_VALUE_SAT: u64 = 5_000_000;

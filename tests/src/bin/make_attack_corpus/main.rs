@@ -15,7 +15,6 @@
 //! expiries so they are valid, or expired, whenever the corpus is replayed).
 
 mod cases;
-mod chan;
 
 use protocol::msgs::{name_of, ClientHsmfd, Init, InitTlvs};
 use protocol::types::{Bip32KeyVersion, NodeId};
