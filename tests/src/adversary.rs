@@ -800,15 +800,22 @@ fn attacker() -> ScriptBuf {
     p2wpkh(&pubkey(0x66))
 }
 
+/// How many sequences (channels) one signer serves in [`run_seeded`].
+const SEQUENCES_PER_SIGNER: u64 = 100;
+
 /// A fresh adversary running `sequences` sequences of `steps` steps from `seed`, one channel
 /// each.
 ///
 /// # Errors
 /// The first invariant broken, with the seed of the sequence that broke it.
 pub fn run_seeded(seed: u64, sequences: u64, steps: usize) -> Result<Stats, Violation> {
-    let adv = Arc::new(Adversary::new());
+    let mut adv = Arc::new(Adversary::new());
     let mut stats = Stats::default();
     for i in 0..sequences {
+        if i > 0 && i % SEQUENCES_PER_SIGNER == 0 {
+            // A fresh signer now and then: every withdrawal looks at every channel.
+            adv = Arc::new(Adversary::new());
+        }
         let seq_seed = seed.wrapping_mul(1_000_003).wrapping_add(i);
         adv.run(1 + i, steps, &mut Seeded(seq_seed), &mut stats)
             .map_err(|v| Violation(format!("sequence seed {seq_seed}: {}", v.0)))?;
