@@ -27,8 +27,10 @@
 //!   channel value, at the funding outpoint of `setup_channel` (or the one `lock_outpoint`
 //!   moved it to), so a funding is paid once and for what the channel holds;
 //! - `sign_htlc_tx_mingle`: the output paired with (at the index of) an input that spends
-//!   none of the listed UTXOs and carries at least that output's value: the HTLC transaction's
-//!   own output, which its `SIGHASH_SINGLE` signature already fixed and its input pays for;
+//!   none of the listed UTXOs and is known to hold at least that output's value (an output of
+//!   our commitment signed for broadcast, or proven by the spent transaction in the PSBT; never
+//!   the node's claim): the HTLC transaction's own output, which its `SIGHASH_SINGLE`
+//!   signature already fixed and its input pays for;
 //! - `sign_any_local_htlc_tx`: the BOLT 3 delayed output of our commitment `commit_num`;
 //! - `sign_mutual_close_tx`: our output must pay the channel's shutdown script
 //!   (`local_shutdown_script`, or the wallet key `local_shutdown_wallet_index`) when
@@ -104,8 +106,9 @@ pub(crate) fn check_wallet_tx(
     check_segwit_inputs(r, tx, psbt)?;
     check_fee(r, tx, psbt)?;
     let mut open = Destinations::wallet_and_allowlist(r).unmatched(tx, &psbt.outputs);
-    if request == WalletRequest::HtlcTxMingle {
-        open.retain(|&i| !paired_with_foreign_input(psbt, utxos, i));
+    if request == WalletRequest::HtlcTxMingle && !open.is_empty() {
+        let known = broadcast_commitment_outputs(r)?;
+        open.retain(|&i| !paired_with_foreign_input(psbt, utxos, i, &known));
     }
     if request == WalletRequest::Withdrawal && !open.is_empty() {
         let funding = channel_fundings(r)?;
@@ -340,19 +343,16 @@ fn spends_segwit(tx: &Transaction, psbt: &Psbt, index: usize) -> bool {
         })
 }
 
-/// The output input `index` of `tx` spends, as its PSBT input tells: the `witness_utxo`, else
-/// the spent output of a `non_witness_utxo` that is the spent transaction.
+/// The output input `index` of `tx` spends, as its PSBT input tells: from the spent transaction
+/// when the PSBT carries it (`non_witness_utxo`; see [`proven_spent_output`]), else the
+/// `witness_utxo`.
 fn spent_output<'a>(tx: &Transaction, psbt: &'a Psbt, index: usize) -> Option<&'a TxOut> {
     let input = psbt.inputs.get(index)?;
-    if let Some(utxo) = &input.witness_utxo {
-        return Some(utxo);
+    if input.non_witness_utxo.is_some() {
+        // The spent transaction decides; a witness_utxo that disagrees with it is a lie.
+        return proven_spent_output(tx, psbt, index);
     }
-    let outpoint = tx.input.get(index)?.previous_output;
-    let prev = input.non_witness_utxo.as_ref()?;
-    if prev.compute_txid() != outpoint.txid {
-        return None;
-    }
-    prev.output.get(usize::try_from(outpoint.vout).ok()?)
+    input.witness_utxo.as_ref()
 }
 
 /// `onchain-fee-cap` on `tx` with the amounts of `psbt`'s inputs.
@@ -363,8 +363,9 @@ fn check_fee(r: &Req<'_>, tx: &Transaction, psbt: &Psbt) -> Result<()> {
         let Some(spent) = spent_output(tx, psbt, index) else {
             return r.policy.check(FEE_CAP, false, || {
                 format!(
-                    "input {index} of {} carries no amount (no witness_utxo, nor the spent \
-                     transaction as non_witness_utxo): its fee cannot be checked",
+                    "input {index} of {} carries no amount that holds (no witness_utxo, nor the \
+                     spent transaction as non_witness_utxo, or one that does not hash to the \
+                     txid or disagrees with witness_utxo): its fee cannot be checked",
                     tx.compute_txid()
                 )
             });
@@ -653,8 +654,18 @@ impl Allowed {
 }
 
 /// In `sign_htlc_tx_mingle`: output `index` is paired with input `index`, which spends none of
-/// our listed UTXOs and carries at least the output's value (so it, not our inputs, pays it).
-fn paired_with_foreign_input(psbt: &Psbt, utxos: &[HsmUtxo], index: usize) -> bool {
+/// our listed UTXOs and is *known* to hold at least the output's value (so it, not our inputs,
+/// pays it). Known, not claimed: the node writes the PSBT's `witness_utxo`, and our wallet
+/// inputs' signatures do not commit to a foreign input's amount, so an inflated claim would
+/// let our inputs fund an output to anyone. The value is known when the input spends an
+/// output of one of our commitments signed for broadcast (whose outputs we recorded), or when
+/// the PSBT carries the spent transaction itself (`non_witness_utxo`, hashing to the txid).
+fn paired_with_foreign_input(
+    psbt: &Psbt,
+    utxos: &[HsmUtxo],
+    index: usize,
+    known: &std::collections::HashMap<OutPoint, u64>,
+) -> bool {
     let tx = &psbt.unsigned_tx;
     let (Some(txin), Some(out)) = (tx.input.get(index), tx.output.get(index)) else {
         return false;
@@ -665,7 +676,53 @@ fn paired_with_foreign_input(psbt: &Psbt, utxos: &[HsmUtxo], index: usize) -> bo
             vout: u.vout,
         } == txin.previous_output
     });
-    !ours && spent_output(tx, psbt, index).is_some_and(|spent| spent.value >= out.value)
+    let value = known
+        .get(&txin.previous_output)
+        .copied()
+        .or_else(|| proven_spent_output(tx, psbt, index).map(|o| o.value.to_sat()));
+    !ours && value.is_some_and(|v| v >= out.value.to_sat())
+}
+
+/// The outputs (outpoint -> value) of every commitment of ours signed for broadcast, on
+/// every channel.
+fn broadcast_commitment_outputs(r: &Req<'_>) -> Result<std::collections::HashMap<OutPoint, u64>> {
+    let mut known = std::collections::HashMap::new();
+    for (_, state) in r.channels()? {
+        for (txid, values) in state.broadcast_outputs.values() {
+            let Ok(txid) = <[u8; 32]>::try_from(&txid[..]) else {
+                continue;
+            };
+            let txid = bitcoin::Txid::from_byte_array(txid);
+            for (vout, value) in values.iter().enumerate() {
+                known.insert(
+                    OutPoint {
+                        txid,
+                        vout: vout as u32,
+                    },
+                    *value,
+                );
+            }
+        }
+    }
+    Ok(known)
+}
+
+/// The output input `index` spends, from the spent transaction itself (`non_witness_utxo`,
+/// which must hash to the outpoint's txid, and agree with `witness_utxo` if both are given):
+/// an amount that is proven, not claimed.
+fn proven_spent_output<'a>(tx: &Transaction, psbt: &'a Psbt, index: usize) -> Option<&'a TxOut> {
+    let input = psbt.inputs.get(index)?;
+    let outpoint = tx.input.get(index)?.previous_output;
+    let prev = input.non_witness_utxo.as_ref()?;
+    if prev.compute_txid() != outpoint.txid {
+        return None;
+    }
+    let out = prev.output.get(usize::try_from(outpoint.vout).ok()?)?;
+    input
+        .witness_utxo
+        .as_ref()
+        .is_none_or(|w| w == out)
+        .then_some(out)
 }
 
 /// A channel's funding output as it was set up: the P2WSH of its 2-of-2, the channel value,

@@ -85,7 +85,16 @@ pub struct ChannelState {
     /// the agreed one again as the channel's last transaction in `sign_commitment_tx`.
     #[serde(default)]
     pub mutual_closes: Vec<[u8; 32]>,
+    /// Our commitments signed for broadcast (`sign_commitment_tx`), the newest
+    /// [`MAX_BROADCAST_COMMITMENTS`]: number -> (txid in internal byte order, output values in
+    /// satoshis). What their outputs hold is known, not claimed: an HTLC transaction that
+    /// spends one (`sign_htlc_tx_mingle`) is paid for by that output's value.
+    #[serde(default)]
+    pub broadcast_outputs: BTreeMap<u64, (Vec<u8>, Vec<u64>)>,
 }
+
+/// How many of our commitments signed for broadcast a channel remembers the outputs of.
+pub const MAX_BROADCAST_COMMITMENTS: usize = 4;
 
 /// How many signed closing transactions a channel remembers (a fee negotiation signs one per
 /// offer).

@@ -262,6 +262,16 @@ pub(crate) fn sign_commitment_tx(r: &mut Req<'_>, m: SignCommitmentTx) -> Result
         });
     policy_channel::check_channel_commitment(r, &key, &state, commitment)?;
     state.holder_signed_from = Some(state.holder_signed_from.map_or(n, |s| s.min(n)));
+    state.broadcast_outputs.insert(
+        n,
+        (
+            txid.to_vec(),
+            m.tx.tx.output.iter().map(|o| o.value.to_sat()).collect(),
+        ),
+    );
+    while state.broadcast_outputs.len() > crate::store::MAX_BROADCAST_COMMITMENTS {
+        state.broadcast_outputs.pop_first();
+    }
     r.put_channel_state(&key, &state)?;
     Ok(SignCommitmentTxReply::new(sig).into())
 }

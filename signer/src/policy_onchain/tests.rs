@@ -1080,3 +1080,92 @@ fn anchorspend_signs_only_the_anchor_with_the_funding_key() {
     setup(&lenient, None, None);
     run(&lenient, true).expect("warn mode signs as Core Lightning does");
 }
+
+// --- HTLC transactions mingled with wallet inputs --------------------------------------------
+
+/// `sign_htlc_tx_mingle`: input 0 spends `htlc_input` claiming `claimed` sat (and the spent
+/// transaction itself as `non_witness_utxo` when given), output 0 pays `claimed` to `dest`;
+/// input 1 is our wallet UTXO, output 1 its change.
+fn mingle(
+    s: &Signer,
+    htlc_input: OutPoint,
+    claimed: u64,
+    dest: ScriptBuf,
+    spent_tx: Option<Transaction>,
+) -> std::result::Result<Vec<u8>, SignerError> {
+    let utxo = wallet_utxo(s);
+    let mut input = txin(0, 0);
+    input.previous_output = htlc_input;
+    let wallet_in = txin(4, 0);
+    let t = tx(
+        vec![input, wallet_in],
+        vec![out(claimed, dest), out(99_000, p2wpkh(&wallet(s, 1)))],
+    );
+    let mut psbt = Psbt::from_unsigned_tx(t).unwrap();
+    psbt.inputs[0].witness_utxo = Some(out(claimed, p2wpkh(&pubkey(30))));
+    psbt.inputs[0].non_witness_utxo = spent_tx;
+    psbt.inputs[1].witness_utxo = Some(out(utxo.amount.to_sat(), utxo.script_pubkey.clone()));
+    let m = SignHtlcTxMingle::new(peer(), DBID, vec![utxo], psbt.into());
+    s.handle(
+        &ClientContext::master(),
+        None,
+        &Message::from(m).encode().unwrap(),
+    )
+}
+
+#[test]
+fn a_mingled_htlc_input_pays_its_output_only_with_a_value_that_is_known() {
+    let s = signer(enforcing(""));
+    setup(&s, None, None);
+    // Our commitment, signed for broadcast: its outputs' values are now known.
+    let commitment = tx(
+        vec![txin(8, 0)],
+        vec![
+            out(700_000, p2wpkh(&pubkey(31))),
+            out(40_000, p2wpkh(&pubkey(30))),
+        ],
+    );
+    let mut psbt = Psbt::from_unsigned_tx(commitment.clone()).unwrap();
+    psbt.inputs[0].witness_utxo = Some(out(1_000_000, funding_script(&s)));
+    let m = SignCommitmentTx::new(
+        peer(),
+        DBID,
+        BitcoinTx {
+            tx: commitment.clone(),
+            psbt: psbt.into(),
+        },
+        pubkey(14),
+        0,
+    );
+    s.handle(
+        &ClientContext::master(),
+        None,
+        &Message::from(m).encode().unwrap(),
+    )
+    .unwrap();
+    let htlc_output = OutPoint {
+        txid: commitment.compute_txid(),
+        vout: 1,
+    };
+    // The HTLC output's own value pays the HTLC transaction's output, wherever it goes (the
+    // peer's signature fixed it).
+    let stranger = p2wpkh(&pubkey(22));
+    mingle(&s, htlc_output, 40_000, stranger.clone(), None).unwrap();
+    // Claiming more than the output holds makes our wallet input pay the difference.
+    let got = mingle(&s, htlc_output, 90_000, stranger.clone(), None);
+    assert_eq!(rule_of(&got), Some(DESTINATION), "{got:?}");
+    // An input of unknown origin proves nothing with witness_utxo alone...
+    let elsewhere = tx(vec![txin(9, 0)], vec![out(60_000, p2wpkh(&pubkey(30)))]);
+    let at = OutPoint {
+        txid: elsewhere.compute_txid(),
+        vout: 0,
+    };
+    let got = mingle(&s, at, 60_000, stranger.clone(), None);
+    assert_eq!(rule_of(&got), Some(DESTINATION), "{got:?}");
+    // ...but does with the spent transaction, if it agrees.
+    mingle(&s, at, 60_000, stranger.clone(), Some(elsewhere.clone())).unwrap();
+    // A witness_utxo that disagrees with the spent transaction proves nothing, not even that
+    // the input is segwit.
+    let got = mingle(&s, at, 61_000, stranger, Some(elsewhere));
+    assert_eq!(rule_of(&got), Some(SEGWIT_ONLY), "{got:?}");
+}
