@@ -16,6 +16,12 @@ pub mod tls;
 /// for, so that dependents use the very same version.
 pub use tonic;
 
+/// The largest gRPC message either end sends or accepts, both directions: an hsmd frame (below
+/// 2^27 bytes, as Core Lightning allows) with the request id, context and error fields around
+/// it. Both the proxy's server and the signer's client set it, so no reply that one end may
+/// send is one the other refuses (tonic's default decode limit is 4 MiB).
+pub const MAX_MESSAGE_SIZE: usize = (1 << 27) + 64 * 1024;
+
 pub mod hsmd {
     //! The `hsmd` protobuf package: messages and the `Hsmd` service.
     //!

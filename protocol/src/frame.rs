@@ -88,14 +88,23 @@ pub fn parse(buf: &[u8]) -> Result<Option<(&[u8], usize)>, FrameError> {
 
 /// The frame for `msg`: its length prefix, then the message.
 ///
-/// # Panics
-/// If `msg` is not shorter than [`MAX_FRAME_LEN`]; no message of this protocol comes close.
-pub fn encode(msg: &[u8]) -> Vec<u8> {
-    assert!(msg.len() < MAX_FRAME_LEN, "message too large to frame");
+/// # Errors
+/// [`FrameError::TooLarge`] if `msg` is not shorter than [`MAX_FRAME_LEN`] (the peer would
+/// refuse it).
+pub fn encode(msg: &[u8]) -> Result<Vec<u8>, FrameError> {
+    if msg.len() >= MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge {
+            len: u32::try_from(msg.len()).unwrap_or(u32::MAX),
+        });
+    }
     let mut v = Vec::with_capacity(4 + msg.len());
     v.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     v.extend_from_slice(msg);
-    v
+    Ok(v)
+}
+
+fn too_large(e: FrameError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
 }
 
 /// Reads the 4-byte prefix; `Ok(None)` on EOF before its first byte.
@@ -133,14 +142,14 @@ pub fn read<R: Read>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
 
 /// Writes one frame to a blocking stream.
 pub fn write<W: Write>(w: &mut W, msg: &[u8]) -> io::Result<()> {
-    w.write_all(&encode(msg))?;
+    w.write_all(&encode(msg).map_err(too_large)?)?;
     w.flush()
 }
 
 /// The same on tokio streams.
 #[cfg(feature = "tokio")]
 pub mod tokio_io {
-    use super::{check_len, encode, FrameError};
+    use super::{check_len, encode, too_large, FrameError};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
     /// Reads one frame; `Ok(None)` on a clean EOF between frames.
@@ -168,7 +177,7 @@ pub mod tokio_io {
 
     /// Writes one frame.
     pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, msg: &[u8]) -> std::io::Result<()> {
-        w.write_all(&encode(msg)).await?;
+        w.write_all(&encode(msg).map_err(too_large)?).await?;
         w.flush().await
     }
 }
@@ -176,6 +185,21 @@ pub mod tokio_io {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_too_large_to_frame_is_an_error_not_a_panic() {
+        // Zeroed memory is mapped lazily: this costs no 128 MiB.
+        let big = vec![0u8; MAX_FRAME_LEN];
+        assert!(matches!(encode(&big), Err(FrameError::TooLarge { .. })));
+        let mut sink = Vec::new();
+        let e = write(&mut sink, &big).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(sink.is_empty());
+        assert_eq!(
+            encode(&big[..MAX_FRAME_LEN - 1]).unwrap().len(),
+            MAX_FRAME_LEN + 3
+        );
+    }
 
     #[test]
     fn round_trip_and_clean_eof() {

@@ -56,7 +56,7 @@ pub const TLS_DIR: &str = "tls";
 
 /// The largest gRPC message accepted or sent: an hsmd message is shorter than 2^27 bytes
 /// (the framing limit), plus room for the protobuf fields around it.
-pub const MAX_MESSAGE_SIZE: usize = (1 << 27) + 4096;
+pub const MAX_MESSAGE_SIZE: usize = proto::MAX_MESSAGE_SIZE;
 
 /// How the link to the proxy is secured.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -251,7 +251,11 @@ async fn serve(cli: Cli) -> i32 {
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(proto::keepalive::HTTP2_KEEPALIVE_INTERVAL));
-    let grpc = server.add_service(HsmdServer::new(server::HsmdService::new(router.clone())));
+    let grpc = server.add_service(
+        HsmdServer::new(server::HsmdService::new(router.clone()))
+            .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(proto::MAX_MESSAGE_SIZE),
+    );
     tokio::spawn(async move {
         if let Err(e) = grpc.serve_with_incoming(incoming).await {
             log::error!("gRPC server stopped: {e}");

@@ -105,8 +105,15 @@ struct Inflight {
     is_init: bool,
     /// The stream it was last sent on.
     sent_on: Option<u64>,
+    /// On how many streams it went out.
+    sends: u32,
     reply: oneshot::Sender<SignerResponse>,
 }
+
+/// On how many signer streams one request may go out before it fails: a request whose every
+/// stream ends before the reply (a reply the link cannot carry, a signer that crashes on it)
+/// gets an error instead of being sent forever.
+pub const MAX_SENDS: u32 = 8;
 
 /// The node's init, as replayed to every new signer stream.
 #[derive(Clone)]
@@ -144,9 +151,31 @@ fn resend(
     ids.sort_unstable();
     for id in ids {
         let e = map.get_mut(&id).expect("key from the map");
-        if e.sent_on != Some(stream) && (e.early || !inits_only) && out.send(e.req.clone()).is_ok()
-        {
+        if e.sent_on == Some(stream) || (inits_only && !e.early) {
+            continue;
+        }
+        if e.sends >= MAX_SENDS {
+            let e = map.remove(&id).expect("key from the map");
+            let t = e
+                .req
+                .message
+                .get(..2)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+            let error = format!(
+                "request {id} (type {t}) went out on {MAX_SENDS} signer streams and each ended \
+                 before replying: given up"
+            );
+            log::error!("{error}");
+            let _ = e.reply.send(SignerResponse {
+                request_id: id,
+                error,
+                ..Default::default()
+            });
+            continue;
+        }
+        if out.send(e.req.clone()).is_ok() {
             e.sent_on = Some(stream);
+            e.sends += 1;
         }
     }
 }
@@ -300,6 +329,7 @@ impl Router {
                     req,
                     early,
                     is_init,
+                    sends: u32::from(sent_on.is_some()),
                     sent_on,
                     reply: tx,
                 },
@@ -433,4 +463,66 @@ impl Router {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::types::Bip32KeyVersion;
+    use protocol::Message;
+
+    fn init() -> Vec<u8> {
+        Message::from(Init::new(
+            Bip32KeyVersion::TESTNET,
+            bitcoin::blockdata::constants::ChainHash::REGTEST,
+            None,
+            None,
+            None,
+            None,
+            None,
+            4,
+            6,
+            protocol::msgs::InitTlvs::default(),
+        ))
+        .encode()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_every_stream_dies_fails_after_max_sends() {
+        let router = Router::new(RouterConfig::default(), Arc::new(Metrics::default()));
+        let call = {
+            let router = router.clone();
+            tokio::spawn(async move { router.call(None, init()).await })
+        };
+        for n in 1..=MAX_SENDS {
+            let (out, mut rx) = mpsc::unbounded_channel();
+            let Admission::Admitted(stream) = router.admit(out) else {
+                panic!("no stream is up");
+            };
+            let sent = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("the request goes out on every new stream")
+                .expect("sent");
+            assert_eq!(sent.message, init(), "send {n}");
+            router.down(stream);
+        }
+        // The next stream gets nothing: the request failed.
+        let (out, mut rx) = mpsc::unbounded_channel();
+        assert!(matches!(router.admit(out), Admission::Admitted(_)));
+        let got = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the call ends")
+            .expect("no panic");
+        match got {
+            Err(CallError::Refused {
+                description, fatal, ..
+            }) => {
+                assert!(description.contains("given up"), "{description}");
+                assert_eq!(fatal, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(rx.try_recv().is_err());
+    }
 }
