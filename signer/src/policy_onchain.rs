@@ -597,18 +597,44 @@ fn key_scripts(key: &PublicKey) -> [ScriptBuf; 2] {
 }
 
 /// Removes from `open` the outputs paying the P2WPKH or P2TR script of one of the first
-/// `depth` children of `base`; stops as soon as none is left.
+/// `depth` children of `base`.
 fn scan(base: &Xpub, depth: u32, tx: &Transaction, open: &mut Vec<usize>) {
-    for index in 0..depth.min(1 << 31) {
-        if open.is_empty() {
-            return;
-        }
-        let Ok(child) = base.ckd_pub(SECP256K1, ChildNumber::Normal { index }) else {
-            continue;
-        };
-        let scripts = key_scripts(&child.public_key);
-        open.retain(|&i| !scripts.contains(&tx.output[i].script_pubkey));
+    if open.is_empty() {
+        return;
     }
+    let scripts = derived_scripts(base, depth);
+    open.retain(|&i| !scripts.contains(&tx.output[i].script_pubkey));
+}
+
+/// The P2WPKH and P2TR scripts of the first `depth` children of `base` (the wallet's base, or
+/// an allowlisted xpub's branch). Derived once per process and kept: `depth` point
+/// multiplications and tweaks are tens of milliseconds, and the same bases come back with every
+/// withdrawal and sweep. Only public keys are kept; the bases in use are few (the wallet's,
+/// and two branches per allowlisted xpub).
+fn derived_scripts(
+    base: &Xpub,
+    depth: u32,
+) -> std::sync::Arc<std::collections::HashSet<ScriptBuf>> {
+    type Cache = std::collections::HashMap<
+        (Xpub, u32),
+        std::sync::Arc<std::collections::HashSet<ScriptBuf>>,
+    >;
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<Cache>> =
+        std::sync::LazyLock::new(Default::default);
+    let key = (*base, depth);
+    if let Some(s) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return s.clone();
+    }
+    let scripts: std::collections::HashSet<ScriptBuf> = (0..depth.min(1 << 31))
+        .filter_map(|index| base.ckd_pub(SECP256K1, ChildNumber::Normal { index }).ok())
+        .flat_map(|child| key_scripts(&child.public_key))
+        .collect();
+    let scripts = std::sync::Arc::new(scripts);
+    CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, scripts.clone());
+    scripts
 }
 
 /// An allowlist entry, parsed.
