@@ -290,23 +290,14 @@ impl<'a> Run<'a> {
                 // peer offered failed at once, and a fee change): hostile wherever it is
                 // signed.
                 let sat = self.explainable_sat() + 1_000 + c.below(50_000);
-                let room = self.ch.build(Owner::Holder, k, &self.model(k));
-                let ours = room
-                    .tx
-                    .tx
-                    .output
-                    .iter()
-                    .map(|o| o.value.to_sat())
-                    .max()
-                    .unwrap_or(0);
-                if sat + 1_000 >= ours {
-                    return self.legitimate_step();
-                }
                 let owner = if c.chance(50) {
                     Owner::Holder
                 } else {
                     Owner::Counterparty
                 };
+                if sat + 1_000 >= self.our_output_sat(owner, k) {
+                    return self.legitimate_step();
+                }
                 let b = self.taking(owner, k, sat, c.chance(50));
                 let intent = Intent::Hostile("a commitment that gives away our balance");
                 match (owner, c.below(3)) {
@@ -398,6 +389,20 @@ impl<'a> Run<'a> {
     fn model(&self, k: u64) -> Model {
         let i = (k as usize).min(self.history.len() - 1);
         self.history[i].clone()
+    }
+
+    /// Our balance output on the legitimate commitment `k` of `owner` (0 when trimmed).
+    fn our_output_sat(&self, owner: Owner, k: u64) -> u64 {
+        let ours = self.ch.scripts(owner, k).ours;
+        self.ch
+            .build(owner, k, &self.model(k))
+            .tx
+            .tx
+            .output
+            .iter()
+            .filter(|o| o.script_pubkey == ours)
+            .map(|o| o.value.to_sat())
+            .sum()
     }
 
     /// Commitment `k` of `owner` with `sat` of our balance moved to the peer, or to a new
