@@ -27,7 +27,7 @@ use bitcoin::{
     absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
 };
 use protocol::msgs::*;
-use protocol::types::{Bip32KeyVersion, HsmUtxo, NodeId};
+use protocol::types::{HsmUtxo, NodeId};
 use protocol::{Message, Permissions};
 use secp256k1::SECP256K1;
 use signer::{ClientContext, Policy, Signer, SignerError, Store};
@@ -118,18 +118,7 @@ impl Adversary {
         let policy = Policy::from_toml(POLICY).expect("the attack corpus policy parses");
         let signer = Signer::new(vec![0x5a; 32], Store::temporary().expect("store"), policy);
         let master = ClientContext::master();
-        let init = Init::new(
-            Bip32KeyVersion::TESTNET,
-            bitcoin::blockdata::constants::ChainHash::REGTEST,
-            None,
-            None,
-            None,
-            None,
-            None,
-            4,
-            6,
-            InitTlvs::default(),
-        );
+        let init = crate::chan::init_regtest();
         signer
             .handle(&master, None, &Message::from(init).encode().expect("init"))
             .expect("init");

@@ -24,6 +24,22 @@ use signer::keys::channel::derive_simple_pubkey;
 use signer::keys::{ChannelSecrets, KeyManager};
 use signer::sign::{segwit_v0_sighash, sign_ecdsa_cln_grind};
 
+/// `hsmd_init` for regtest, protocol versions 4..=6, as lightningd sends it.
+pub fn init_regtest() -> Init {
+    Init::new(
+        protocol::types::Bip32KeyVersion::TESTNET,
+        bitcoin::blockdata::constants::ChainHash::REGTEST,
+        None,
+        None,
+        None,
+        None,
+        None,
+        4,
+        6,
+        InitTlvs::default(),
+    )
+}
+
 /// The value of each anchor output (BOLT 3).
 pub const ANCHOR_SAT: u64 = 330;
 /// Commitment weight without HTLC outputs (anchors channel), and per HTLC output.

@@ -294,34 +294,18 @@ async fn read_frame(stream: &mut UnixStream) -> io::Result<Option<Vec<u8>>> {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use crate::router::tests::init;
     use crate::router::{Admission, RouterConfig};
     use bitcoin::bip32::{Xpriv, Xpub};
     use bitcoin::secp256k1::{SecretKey, SECP256K1};
     use proto::hsmd::{SignerRequest, SignerResponse};
-    use protocol::msgs::{EcdhReq, Init, InitReplyV4, InitReplyV4Tlvs, InitTlvs};
-    use protocol::types::{Bip32KeyVersion, NodeId};
+    use protocol::msgs::{EcdhReq, Init, InitReplyV4, InitReplyV4Tlvs};
+    use protocol::types::NodeId;
     use protocol::Message;
     use std::sync::Mutex;
     use tokio::sync::mpsc;
 
     const T: Duration = Duration::from_secs(10);
-
-    fn init() -> Vec<u8> {
-        Message::from(Init::new(
-            Bip32KeyVersion::TESTNET,
-            bitcoin::blockdata::constants::ChainHash::REGTEST,
-            None,
-            None,
-            None,
-            None,
-            None,
-            4,
-            6,
-            InitTlvs::default(),
-        ))
-        .encode()
-        .unwrap()
-    }
 
     fn init_reply() -> Vec<u8> {
         let key = SecretKey::from_slice(&[3; 32]).unwrap();

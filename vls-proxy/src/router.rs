@@ -466,12 +466,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use protocol::types::Bip32KeyVersion;
     use protocol::Message;
 
-    fn init() -> Vec<u8> {
+    /// `hsmd_init` for regtest, protocol versions 4..=6, as lightningd sends it.
+    pub(crate) fn init() -> Vec<u8> {
         Message::from(Init::new(
             Bip32KeyVersion::TESTNET,
             bitcoin::blockdata::constants::ChainHash::REGTEST,

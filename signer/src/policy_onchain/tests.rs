@@ -349,14 +349,27 @@ fn setup_with(
     value_sat: u64,
     push_msat: u64,
 ) {
-    let m = SetupChannel::new(
-        false,
+    let mut m = setup_msg(false, value_sat, push_msat);
+    m.funding_txid = funding.txid;
+    m.funding_txout = funding.vout as u16;
+    m.local_shutdown_script = local_shutdown.map_or_else(Vec::new, |s| s.to_bytes());
+    m.remote_shutdown_script = remote_shutdown.map_or_else(Vec::new, |s| s.to_bytes());
+    signer
+        .handle(&channel_client(), None, &Message::from(m).encode().unwrap())
+        .unwrap();
+}
+
+/// The channel's `setup_channel` (remote basepoints from keys 10..13, remote funding key 14,
+/// funding at [8; 32]:0, no shutdown scripts, zero-fee anchors).
+fn setup_msg(outbound: bool, value_sat: u64, push_msat: u64) -> SetupChannel {
+    SetupChannel::new(
+        outbound,
         Amount::from_sat(value_sat),
         protocol::types::AmountMsat::from_msat(push_msat),
-        funding.txid,
-        funding.vout as u16,
+        Txid::from_byte_array([8; 32]),
+        0,
         144,
-        local_shutdown.map_or_else(Vec::new, |s| s.to_bytes()),
+        vec![],
         None,
         Basepoints {
             revocation: pubkey(10),
@@ -366,15 +379,12 @@ fn setup_with(
         },
         pubkey(14),
         144,
-        remote_shutdown.map_or_else(Vec::new, |s| s.to_bytes()),
+        vec![],
         ChannelType::from_bits(&[
             ChannelType::STATIC_REMOTEKEY,
             ChannelType::ANCHORS_ZERO_FEE_HTLC,
         ]),
-    );
-    signer
-        .handle(&channel_client(), None, &Message::from(m).encode().unwrap())
-        .unwrap();
+    )
 }
 
 fn funding_script(signer: &Signer) -> ScriptBuf {
@@ -565,31 +575,7 @@ fn mutual_close_pays_us_our_balance_less_the_fee() {
 fn the_close_entitlement_follows_the_newest_commitments() {
     use crate::policy_channel::close_entitlement;
     use crate::store::{ChannelState, CommitmentBalance};
-    let setup = |outbound: bool, push_msat: u64| {
-        SetupChannel::new(
-            outbound,
-            Amount::from_sat(1_000_000),
-            protocol::types::AmountMsat::from_msat(push_msat),
-            Txid::from_byte_array([8; 32]),
-            0,
-            144,
-            vec![],
-            None,
-            Basepoints {
-                revocation: pubkey(10),
-                payment: pubkey(11),
-                htlc: pubkey(12),
-                delayed_payment: pubkey(13),
-            },
-            pubkey(14),
-            144,
-            vec![],
-            ChannelType::from_bits(&[
-                ChannelType::STATIC_REMOTEKEY,
-                ChannelType::ANCHORS_ZERO_FEE_HTLC,
-            ]),
-        )
-    };
+    let setup = |outbound: bool, push_msat: u64| setup_msg(outbound, 1_000_000, push_msat);
     let balance = |ours_sat, fee_sat, htlcs| CommitmentBalance {
         ours_sat,
         fee_sat,

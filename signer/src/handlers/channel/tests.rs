@@ -193,6 +193,11 @@ impl Channel {
 
     /// The peer's signature on our commitment `tx`.
     fn peer_sig(&self, tx: &Transaction) -> protocol::types::BitcoinSignature {
+        self.sig_by(tx, &self.peer.funding_key)
+    }
+
+    /// A signature by `key` on our commitment `tx`, made as the peer's would be.
+    fn sig_by(&self, tx: &Transaction, key: &SecretKey) -> protocol::types::BitcoinSignature {
         let ours = self
             .signer
             .session()
@@ -202,12 +207,7 @@ impl Channel {
             .unwrap()
             .basepoints()
             .funding_pubkey;
-        crate::test_support::peer_commitment_sig(
-            tx,
-            &ours,
-            &self.peer.funding_key,
-            Amount::from_sat(1_000_000),
-        )
+        crate::test_support::peer_commitment_sig(tx, &ours, key, Amount::from_sat(1_000_000))
     }
 
     fn revoke(&self, n: u64) -> Result<Vec<u8>, SignerError> {
@@ -656,21 +656,7 @@ fn a_holder_commitment_without_the_peers_valid_signature_is_refused() {
         |c| c.advance_to(0, 0),
         |c| {
             let other = ChannelSecrets::from_seed(&[0x56; 32]).unwrap();
-            let ours = c
-                .signer
-                .session()
-                .unwrap()
-                .keys
-                .channel_secrets(peer_id().as_bytes(), DBID)
-                .unwrap()
-                .basepoints()
-                .funding_pubkey;
-            let sig = crate::test_support::peer_commitment_sig(
-                &tx().tx,
-                &ours,
-                &other.funding_key,
-                Amount::from_sat(1_000_000),
-            );
+            let sig = c.sig_by(&tx().tx, &other.funding_key);
             c.ask(
                 &c.channeld,
                 ValidateCommitmentTx::new(tx(), vec![], 1, 253, sig, vec![]),

@@ -16,8 +16,8 @@
 
 mod cases;
 
-use protocol::msgs::{name_of, ClientHsmfd, Init, InitTlvs};
-use protocol::types::{Bip32KeyVersion, NodeId};
+use protocol::msgs::{name_of, ClientHsmfd, Init};
+use protocol::types::NodeId;
 use protocol::{Message, Permissions};
 use serde::Serialize;
 use signer::{ClientContext, Policy, Signer, SignerError, Store};
@@ -109,18 +109,7 @@ impl CaseBuilder {
 
 /// `hsmd_init` for regtest, protocol versions 4..=6, as lightningd sends it.
 pub fn init() -> Init {
-    Init::new(
-        Bip32KeyVersion::TESTNET,
-        bitcoin::blockdata::constants::ChainHash::REGTEST,
-        None,
-        None,
-        None,
-        None,
-        None,
-        4,
-        6,
-        InitTlvs::default(),
-    )
+    tests::chan::init_regtest()
 }
 
 /// A signer for the corpus secret after `hsmd_init`: the keys the cases build requests with.
