@@ -40,6 +40,23 @@ pub struct Approval {
     pub decided_at: Option<u64>,
 }
 
+impl Approval {
+    /// Whether a decision on `self` decides `other`: the same payment, kind, amount and
+    /// destination. A request for the same hash with other terms is a new request.
+    pub fn same_terms(&self, other: &Approval) -> bool {
+        self.payment_hash == other.payment_hash
+            && self.kind == other.kind
+            && self.amount_msat == other.amount_msat
+            && self.detail == other.detail
+    }
+}
+
+/// Most requests waiting for the operator at once; a new one beyond it refuses the oldest.
+pub const MAX_PENDING: usize = 256;
+
+/// How long a decided or timed-out entry stays listed, seconds.
+pub const KEPT_SECS: u64 = 7 * 86_400;
+
 /// Wakes requests waiting for a decision.
 #[derive(Default)]
 pub struct Approvals {
@@ -60,6 +77,13 @@ impl Approvals {
         store.record(Records::Approvals, hash)
     }
 
+    /// The operator's decision on exactly `a`'s terms, if there is one.
+    pub fn decision_on(store: &Store, hash: &[u8; 32], a: &Approval) -> Result<Option<Decision>> {
+        Ok(Approvals::lookup(store, hash)?
+            .filter(|e| e.same_terms(a))
+            .map(|e| e.decision))
+    }
+
     /// Queues `a` (unless the operator already knows of it) and waits up to `timeout` for a
     /// decision. Returns the decision at the end of the wait (`Pending` on timeout).
     ///
@@ -75,11 +99,13 @@ impl Approvals {
         {
             let mut t = store.begin()?;
             match t.record::<Approval>(Records::Approvals, hash)? {
-                Some(existing) if existing.decision != Decision::Pending => {
-                    return Ok(existing.decision)
+                Some(existing) if existing.same_terms(&a) => {
+                    if existing.decision != Decision::Pending {
+                        return Ok(existing.decision);
+                    }
                 }
-                Some(_) => {}
-                None => {
+                _ => {
+                    prune(&mut t, a.requested_at)?;
                     log::warn!(
                         "payment {} ({} msat) waits for the operator: `signer approvals approve {}`",
                         a.payment_hash,
@@ -94,10 +120,11 @@ impl Approvals {
         let deadline = Instant::now() + timeout;
         let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(d) = Approvals::lookup(store, hash)?.map(|a| a.decision) {
-                if d != Decision::Pending {
-                    return Ok(d);
-                }
+            match Approvals::decision_on(store, hash, &a)? {
+                Some(Decision::Pending) => {}
+                Some(d) => return Ok(d),
+                // Refused to make room for newer requests, or replaced by other terms.
+                None => return Ok(Decision::Denied),
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -144,6 +171,9 @@ impl Approvals {
     }
 
     /// Every queued payment, newest first.
+    ///
+    /// Entries decided (or asked) more than [`KEPT_SECS`] ago are pruned whenever a new
+    /// request is queued.
     pub fn list(store: &Store) -> Result<Vec<Approval>> {
         let mut v: Vec<Approval> = store
             .records::<Approval>(Records::Approvals)?
@@ -153,4 +183,31 @@ impl Approvals {
         v.sort_by_key(|a| std::cmp::Reverse(a.requested_at));
         Ok(v)
     }
+}
+
+/// Before a new request is queued: drops entries older than [`KEPT_SECS`], and while
+/// [`MAX_PENDING`] requests wait, denies the oldest.
+fn prune(t: &mut crate::store::Txn, now: u64) -> Result<()> {
+    let all = t.records::<Approval>(Records::Approvals)?;
+    let mut pending: Vec<(u64, Vec<u8>, Approval)> = Vec::new();
+    for (key, a) in all {
+        let last = a.decided_at.unwrap_or(a.requested_at);
+        if last.saturating_add(KEPT_SECS) < now {
+            t.remove_record(Records::Approvals, &key)?;
+        } else if a.decision == Decision::Pending {
+            pending.push((a.requested_at, key, a));
+        }
+    }
+    pending.sort_by_key(|(at, _, _)| *at);
+    let excess = (pending.len() + 1).saturating_sub(MAX_PENDING);
+    for (_, key, mut a) in pending.into_iter().take(excess) {
+        log::warn!(
+            "payment {} refused unanswered: more than {MAX_PENDING} payments wait for the operator",
+            a.payment_hash
+        );
+        a.decision = Decision::Denied;
+        a.decided_at = Some(now);
+        t.put_record(Records::Approvals, &key, &a)?;
+    }
+    Ok(())
 }

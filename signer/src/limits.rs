@@ -73,6 +73,10 @@ pub struct Limits {
     /// Routing fees allowed on top of an approved amount, fixed part in millisatoshis
     /// (`payment-within-approved-amount`).
     pub max_routing_fee_base_msat: u64,
+    /// Least number of blocks by which the HTLC offered to us must expire after the one we
+    /// offer for it, for a forward (`htlc-forward-matched`): the time left to claim upstream
+    /// once the downstream peer claimed with the preimage.
+    pub min_forward_cltv_delta: u32,
 }
 
 /// The limits whose default differs on the test networks, with why.
@@ -121,6 +125,7 @@ impl Default for Limits {
             approval_timeout_secs: 60,
             max_routing_fee_ppm: 10_000,
             max_routing_fee_base_msat: 5_000,
+            min_forward_cltv_delta: 6,
         }
     }
 }

@@ -115,6 +115,14 @@ pub const RULES: &[(&str, &str)] = &[
         "payment-within-approved-amount",
         "HTLCs offered for a preapproved payment stay within its amount plus routing fees",
     ),
+    (
+        "htlc-forward-matched",
+        "an HTLC we offer without a preapproval is a forward: HTLCs of its payment hash offered to us on other channels cover its amount and expire min_forward_cltv_delta blocks later",
+    ),
+    (
+        "htlc-forward-settled",
+        "an HTLC offered to us that we forwarded leaves a commitment failed only once the HTLC we offered for it failed too; otherwise our balance must grow by it",
+    ),
 ];
 
 /// What a rule does when it is violated.

@@ -364,6 +364,7 @@ pub(crate) fn check_commitment(
         dust_sat: i64::try_from(dust).unwrap_or(if dust < 0 { i64::MIN } else { i64::MAX }),
         offered,
         htlcs: c.terms.map_or(0, |(h, _)| h.len()),
+        gain_sat: i64::try_from(i128::from(layout.ours) - floor).unwrap_or(i64::MAX),
     })
 }
 

@@ -18,6 +18,7 @@ const OUTPOINTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locked_ou
 const PAYMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("payments");
 const APPROVALS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("approvals");
 const CHANNEL_PAYMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("channel_payments");
+const HTLCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("htlcs");
 
 /// Tables of JSON records keyed by bytes, for state other than channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,8 +27,10 @@ pub enum Records {
     Payments,
     /// The operator's approval queue and decisions, by payment hash.
     Approvals,
-    /// Preapproved payments with HTLCs outgoing on a channel, by channel key.
+    /// The payment hashes with HTLCs on a channel's latest commitments, by channel key.
     ChannelPayments,
+    /// The HTLCs of one payment hash on every channel, both directions, by payment hash.
+    Htlcs,
 }
 
 impl Records {
@@ -36,6 +39,7 @@ impl Records {
             Records::Payments => PAYMENTS,
             Records::Approvals => APPROVALS,
             Records::ChannelPayments => CHANNEL_PAYMENTS,
+            Records::Htlcs => HTLCS,
         }
     }
 }
@@ -117,6 +121,10 @@ pub struct CommitmentBalance {
     /// How many HTLCs (either direction, trimmed or not) it carried.
     #[serde(default)]
     pub htlcs: usize,
+    /// How much more than the least `commitment-balance` allowed it gives us, satoshis: what
+    /// HTLCs offered to us that were fulfilled (and ours that failed) brought back. Not kept.
+    #[serde(skip)]
+    pub gain_sat: i64,
 }
 
 /// The signer's database.

@@ -115,6 +115,28 @@ impl Model {
         self
     }
 
+    /// HTLC `id` fails: its amount goes back to the side that offered it.
+    pub fn fail(mut self, id: u8) -> Model {
+        let h = self.remove(id);
+        match h.side {
+            Side::Local => self.ours_msat += h.amount.to_msat(),
+            Side::Remote => self.theirs_msat += h.amount.to_msat(),
+        }
+        self
+    }
+
+    /// HTLC `id` expires at block `cltv` (rather than its default, from its hash).
+    pub fn expiring(mut self, id: u8, cltv: u32) -> Model {
+        for h in self
+            .htlcs
+            .iter_mut()
+            .filter(|h| h.payment_hash == hash_of(id))
+        {
+            h.cltv_expiry = cltv;
+        }
+        self
+    }
+
     /// The fee rate changes.
     pub fn feerate(mut self, feerate: u32) -> Model {
         self.feerate = feerate;
@@ -127,8 +149,13 @@ fn htlc(side: Side, msat: u64, payment_hash: sha256::Hash) -> HsmHtlc {
         side,
         amount: AmountMsat::from_msat(msat),
         payment_hash,
-        cltv_expiry: 800_000 + u32::from(payment_hash.to_byte_array()[0]),
+        cltv_expiry: default_expiry(&payment_hash),
     }
+}
+
+/// The expiry an HTLC paying `hash` gets unless [`Model::expiring`] sets another.
+pub fn default_expiry(hash: &sha256::Hash) -> u32 {
+    800_000 + u32::from(hash.to_byte_array()[0])
 }
 
 /// A commitment as a request carries it.

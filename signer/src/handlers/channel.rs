@@ -229,6 +229,8 @@ pub(crate) fn validate_commitment_tx(r: &mut Req<'_>, m: ValidateCommitmentTx) -
         terms: Some((&m.htlcs, m.feerate)),
     });
     let balance = policy_channel::check_channel_commitment(r, &key, &state, commitment)?;
+    let gain = balance.as_ref().map_or(0, |b| b.gain_sat);
+    super::forwards::check_htlcs(r, &key, Owner::Holder, &m.htlcs, gain)?;
     if n <= MAX_COMMITMENT_NUMBER {
         if let Some(b) = balance {
             policy_channel::record_balance(&mut state.holder_balances, n, b);

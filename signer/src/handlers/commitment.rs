@@ -178,7 +178,8 @@ pub(crate) fn sign_remote_commitment_tx(
         terms: Some((&m.htlcs, m.feerate)),
     };
     let balance = policy_channel::check_channel_commitment(r, &key, &state, Some(commitment))?;
-    super::payments::check_outgoing_htlcs(r, &key, &m.htlcs)?;
+    let gain = balance.as_ref().map_or(0, |b| b.gain_sat);
+    super::forwards::check_htlcs(r, &key, Owner::Counterparty, &m.htlcs, gain)?;
     if n <= MAX_COMMITMENT_NUMBER {
         if let Some(b) = balance {
             policy_channel::record_balance(&mut state.counterparty_balances, n, b);

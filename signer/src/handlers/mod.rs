@@ -2,6 +2,7 @@
 
 mod channel;
 mod commitment;
+mod forwards;
 mod node;
 mod onchain;
 mod payments;

@@ -10,30 +10,54 @@
 //! `approved = false` (hsmd's protocol has no error for it), followed by the reason as a
 //! NUL-terminated string, which Core Lightning ignores as trailing bytes.
 //!
-//! Approved payments are tracked by payment hash; [`check_outgoing_htlcs`] keeps the HTLCs we
-//! offer for one within its approved amount plus routing fees, however they are split across
-//! channels (`payment-within-approved-amount`).
+//! An approval is bound to what was approved: payment hash, kind (invoice or keysend), amount
+//! and destination. Asked again for the same, it is already approved; asked for the same hash
+//! with other terms (a keysend reusing an invoice's hash, another amount), it is a new payment,
+//! checked and counted on its own, whose amount adds to what the hash may carry. Approved
+//! payments are tracked by payment hash; `forwards` keeps the HTLCs we offer for one within
+//! its approved amount plus routing fees, however they are split across channels.
 
 use crate::approvals::{now, Approval, Decision};
-use crate::context::ChannelKey;
 use crate::error::{Result, SignerError};
 use crate::handler::Req;
 use crate::policy::Mode;
 use crate::store::Records;
 use bitcoin::hashes::Hash;
 use protocol::msgs::*;
-use protocol::types::{HsmHtlc, Side};
 use protocol::Message;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
+
+impl Payment {
+    fn terms(&self) -> (String, Option<u64>, Option<String>) {
+        (
+            self.kind.to_string(),
+            self.amount_msat,
+            self.destination.clone(),
+        )
+    }
+}
+
+impl PaymentRecord {
+    /// Whether `p`, with exactly these terms, was approved already.
+    fn approved(&self, p: &Payment) -> bool {
+        let terms = p.terms();
+        // Records from before approvals were listed hold one invoice or keysend.
+        self.approvals.contains(&terms)
+            || (self.approvals.is_empty()
+                && self.kind == p.kind
+                && self.amount_msat == p.amount_msat)
+    }
+}
 
 /// A payment lightningd asked to preapprove.
 struct Payment {
     hash: [u8; 32],
     kind: &'static str,
     amount_msat: Option<u64>,
+    /// The node paid (hex), when known.
+    destination: Option<String>,
     /// Unix seconds after which the invoice may no longer be paid.
     expires_at: Option<u64>,
     detail: String,
@@ -43,12 +67,14 @@ struct Payment {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct PaymentRecord {
     kind: String,
-    amount_msat: Option<u64>,
+    /// What HTLCs for this hash may carry, routing fees aside: the sum of every approval's
+    /// amount, or `None` once one had none (the operator approved an amountless invoice).
+    pub(crate) amount_msat: Option<u64>,
     approved_at: u64,
     expires_at: Option<u64>,
-    /// HTLCs we offer for it on each channel's latest commitment (channel key hex -> msat).
+    /// Every approval of this hash: (kind, amount, destination).
     #[serde(default)]
-    outgoing: BTreeMap<String, u64>,
+    approvals: Vec<(String, Option<u64>, Option<String>)>,
 }
 
 /// Answers `PreapproveInvoice`.
@@ -91,6 +117,7 @@ fn keysend_payment(
         kind: "keysend",
         amount_msat: Some(amount_msat),
         expires_at: None,
+        destination: Some(destination.to_string()),
         detail: destination.to_string(),
     }
 }
@@ -116,6 +143,7 @@ fn invoice(r: &mut Req<'_>, invstring: &str, check_only: bool) -> Verdict {
         kind: "invoice",
         amount_msat: inv.amount_milli_satoshis(),
         expires_at: Some(expires_at),
+        destination: Some(inv.recover_payee_pub_key().to_string()),
         detail: invstring.to_string(),
     };
     preapprove(r, p, check_only)
@@ -154,13 +182,22 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
         if let Some(v) = within_limits(r, &p, now, &limits)? {
             return Ok(v);
         }
-        let rec = PaymentRecord {
+        let before: Option<PaymentRecord> = r.record(Records::Payments, &p.hash)?;
+        let mut rec = before.unwrap_or(PaymentRecord {
             kind: p.kind.into(),
-            amount_msat: p.amount_msat,
+            amount_msat: Some(0),
             approved_at: now,
             expires_at: p.expires_at,
-            outgoing: BTreeMap::new(),
-        };
+            approvals: Vec::new(),
+        });
+        // Another approval of the same hash adds what it approved.
+        rec.amount_msat = rec
+            .amount_msat
+            .zip(p.amount_msat)
+            .map(|(a, b)| a.saturating_add(b));
+        rec.approved_at = now;
+        rec.expires_at = rec.expires_at.max(p.expires_at);
+        rec.approvals.push(p.terms());
         r.txn()?.put_record(Records::Payments, &p.hash, &rec)?;
     }
     Ok(Ok(()))
@@ -176,10 +213,7 @@ fn within_limits(
     limits: &crate::limits::Limits,
 ) -> Result<Option<std::result::Result<(), String>>> {
     let existing: Option<PaymentRecord> = r.record(Records::Payments, &p.hash)?;
-    if existing
-        .as_ref()
-        .is_some_and(|e| e.amount_msat == p.amount_msat)
-    {
+    if existing.as_ref().is_some_and(|e| e.approved(p)) {
         // Asked again for a payment already approved: nothing new to count.
         return Ok(Some(Ok(())));
     }
@@ -252,7 +286,16 @@ fn operator(
         log::warn!("policy {rule} (warn only): {amount} approved without the operator");
         return Ok(Ok(()));
     }
-    let decided = crate::approvals::Approvals::lookup(r.store(), &p.hash)?.map(|a| a.decision);
+    let a = Approval {
+        payment_hash: hex::encode(p.hash),
+        kind: p.kind.into(),
+        amount_msat: p.amount_msat,
+        detail: p.detail.clone(),
+        requested_at: now(),
+        decision: Decision::Pending,
+        decided_at: None,
+    };
+    let decided = crate::approvals::Approvals::decision_on(r.store(), &p.hash, &a)?;
     let decision = match decided {
         Some(d) if d != Decision::Pending => d,
         _ if check_only => Decision::Pending,
@@ -262,15 +305,6 @@ fn operator(
                     "approval asked inside a transaction".into(),
                 ));
             }
-            let a = Approval {
-                payment_hash: hex::encode(p.hash),
-                kind: p.kind.into(),
-                amount_msat: p.amount_msat,
-                detail: p.detail.clone(),
-                requested_at: now(),
-                decision: Decision::Pending,
-                decided_at: None,
-            };
             let timeout = Duration::from_secs(limits.approval_timeout_secs);
             r.approvals.ask(r.store(), &p.hash, a, timeout)?
         }
@@ -310,72 +344,8 @@ fn reply_keysend(v: Verdict) -> Result<Message> {
     Ok(m.into())
 }
 
-/// `payment-within-approved-amount`: the HTLCs we offer on `channel`'s new commitment,
-/// added to those we offer on other channels for the same preapproved payment, stay within
-/// its approved amount plus the routing fee allowance. Payments we never preapproved
-/// (forwards) are not ours to limit here. Records the new per-channel totals.
-pub(crate) fn check_outgoing_htlcs(
-    r: &mut Req<'_>,
-    channel: &ChannelKey,
-    htlcs: &[HsmHtlc],
-) -> Result<()> {
-    let chan = hex::encode(channel.to_bytes());
-    let mut now_out: BTreeMap<[u8; 32], u64> = BTreeMap::new();
-    for h in htlcs.iter().filter(|h| h.side == Side::Local) {
-        let e = now_out.entry(h.payment_hash.to_byte_array()).or_default();
-        *e = e.saturating_add(h.amount.to_msat());
-    }
-    let before: Vec<[u8; 32]> = r
-        .txn()?
-        .record::<Vec<[u8; 32]>>(Records::ChannelPayments, &channel.to_bytes())?
-        .unwrap_or_default();
-    let limits = r.policy.limits.clone();
-    let mut tracked_now = Vec::new();
-    let mut updates = Vec::new();
-    for hash in before
-        .iter()
-        .chain(now_out.keys())
-        .copied()
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        let Some(mut rec) = r.txn()?.record::<PaymentRecord>(Records::Payments, &hash)? else {
-            continue;
-        };
-        let amount = now_out.get(&hash).copied().unwrap_or(0);
-        if amount == 0 {
-            rec.outgoing.remove(&chan);
-        } else {
-            rec.outgoing.insert(chan.clone(), amount);
-            tracked_now.push(hash);
-        }
-        if let Some(approved) = rec.amount_msat {
-            let total: u64 = rec.outgoing.values().fold(0, |a, b| a.saturating_add(*b));
-            let allowed = approved
-                .saturating_add(approved.saturating_mul(limits.max_routing_fee_ppm) / 1_000_000)
-                .saturating_add(limits.max_routing_fee_base_msat);
-            r.policy.check("payment-within-approved-amount", total <= allowed, || {
-                format!(
-                    "payment {} would have {total} msat outgoing, approved {approved} msat (+fees: {allowed})",
-                    hex::encode(hash)
-                )
-            })?;
-        }
-        updates.push((hash, rec));
-    }
-    let txn = r.txn()?;
-    for (hash, rec) in updates {
-        txn.put_record(Records::Payments, &hash, &rec)?;
-    }
-    if tracked_now.is_empty() {
-        txn.remove_record(Records::ChannelPayments, &channel.to_bytes())?;
-    } else {
-        txn.put_record(Records::ChannelPayments, &channel.to_bytes(), &tracked_now)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{ClientContext, Policy, Signer, Store};
     use bitcoin::hashes::sha256;
@@ -387,20 +357,20 @@ mod tests {
     /// hsmd_init for regtest, versions 4..=6 (from the golden corpus).
     const INIT: &str = "000b043587cf0435839406226e46111a0b59caaf126043eb5bbf28c34f3a5e332a1fc7b2b73cf188910f00000000000000000400000006";
 
-    fn signer(policy: Policy, store: Store) -> Arc<Signer> {
+    pub(crate) fn signer(policy: Policy, store: Store) -> Arc<Signer> {
         let s = Signer::new(SECRET.to_vec(), store, policy);
         s.handle(&ClientContext::master(), None, &hex::decode(INIT).unwrap())
             .unwrap();
         Arc::new(s)
     }
 
-    fn policy(tweak: impl FnOnce(&mut crate::limits::Limits)) -> Policy {
+    pub(crate) fn policy(tweak: impl FnOnce(&mut crate::limits::Limits)) -> Policy {
         let mut p = Policy::enforcing();
         tweak(&mut p.limits);
         p
     }
 
-    fn invoice(amount_msat: Option<u64>, hash: u8, age_secs: u64) -> String {
+    pub(crate) fn invoice(amount_msat: Option<u64>, hash: u8, age_secs: u64) -> String {
         let key = SecretKey::from_slice(&[0x11; 32]).unwrap();
         let ts = std::time::SystemTime::now() - Duration::from_secs(age_secs);
         let b = InvoiceBuilder::new(Currency::Regtest)
@@ -420,7 +390,7 @@ mod tests {
     }
 
     /// (approved, reason) of a preapprove_invoice.
-    fn ask(s: &Signer, inv: &str) -> (bool, Option<String>) {
+    pub(crate) fn ask(s: &Signer, inv: &str) -> (bool, Option<String>) {
         let req = PreapproveInvoice::new(protocol::types::WireString::from(inv))
             .encode()
             .unwrap();
@@ -598,43 +568,5 @@ mod tests {
         let reply = s.handle(&ClientContext::master(), None, &req).unwrap();
         assert!(PreapproveInvoiceReply::decode(&reply).unwrap().approved);
         assert_eq!(tracked(&s), 0);
-    }
-
-    #[test]
-    fn split_payments_stay_within_the_approved_amount() {
-        use protocol::types::AmountMsat;
-        let s = signer(
-            policy(|l| l.max_routing_fee_base_msat = 0),
-            Store::temporary().unwrap(),
-        );
-        assert!(ask(&s, &invoice(Some(100_000), 5, 0)).0);
-        let session = s.session().unwrap();
-        let htlc = |amount| HsmHtlc {
-            side: Side::Local,
-            amount: AmountMsat::from_msat(amount),
-            payment_hash: sha256::Hash::from_byte_array([5; 32]),
-            cltv_expiry: 500,
-        };
-        let chan = |d| ChannelKey {
-            peer_id: protocol::types::NodeId::from_bytes([2; 33]),
-            dbid: d,
-        };
-        let client = ClientContext::master();
-        let run = |key: ChannelKey, htlcs: Vec<HsmHtlc>| {
-            let mut r = Req::for_test(&session, &client, s.policy(), s.store(), s.approvals());
-            let res = check_outgoing_htlcs(&mut r, &key, &htlcs);
-            if res.is_ok() {
-                r.commit_for_test().unwrap();
-            }
-            res
-        };
-        run(chan(1), vec![htlc(60_000)]).unwrap();
-        run(chan(2), vec![htlc(40_000)]).unwrap();
-        // A third part would exceed the invoice plus 1% fees.
-        let e = run(chan(3), vec![htlc(2_000)]).unwrap_err();
-        assert_eq!(e.rule(), Some("payment-within-approved-amount"));
-        // Once the first part is gone from its channel, the amount is free again.
-        run(chan(1), vec![]).unwrap();
-        run(chan(3), vec![htlc(60_000)]).unwrap();
     }
 }

@@ -189,6 +189,11 @@ pub fn all() -> Vec<CaseBuilder> {
         split_payments_over_velocity_limit(&k),
         track_too_many_payments(&k),
         offer_htlc_above_approved_amount(&k),
+        keysend_reusing_an_invoice_hash(&k),
+        offer_htlc_never_preapproved(&k),
+        forward_more_than_offered_to_us(&k),
+        forward_expiring_too_late(&k),
+        fail_back_a_forward_claimed_downstream(&k),
     ]
 }
 
@@ -248,6 +253,15 @@ fn history(ch: &Channel) -> Vec<Model> {
 /// exchanges commitment 0.
 fn open(b: &mut CaseBuilder, ch: &Channel) -> u64 {
     let m0 = ch.opening();
+    // The payments the channel's history makes (HTLC 1, and HTLC 4 that some cases offer),
+    // preapproved as lightningd's `keysend` does before it offers an HTLC.
+    for (id, msat) in [(1, 20_000_000), (4, 200_000)] {
+        b.master(PreapproveKeysend::new(
+            ch.peer_id,
+            chan::hash_of(id),
+            AmountMsat::from_msat(msat),
+        ));
+    }
     b.master(NewChannel::new(ch.peer_id, ch.dbid));
     b.master(GetChannelBasepoints::new(ch.peer_id, ch.dbid));
     let openingd = b.client(ch.peer_id, ch.dbid, Permissions::OPENINGD);
@@ -804,6 +818,15 @@ fn sign_for_channel_never_set_up(k: &Keys) -> CaseBuilder {
         },
     );
     let m0 = ch.opening();
+    // The payments the channel's history makes (HTLC 1, and HTLC 4 that some cases offer),
+    // preapproved as lightningd's `keysend` does before it offers an HTLC.
+    for (id, msat) in [(1, 20_000_000), (4, 200_000)] {
+        b.master(PreapproveKeysend::new(
+            ch.peer_id,
+            chan::hash_of(id),
+            AmountMsat::from_msat(msat),
+        ));
+    }
     b.master(NewChannel::new(ch.peer_id, ch.dbid));
     let c = b.client(ch.peer_id, ch.dbid, Permissions::CHANNELD);
     b.attack(
@@ -837,6 +860,15 @@ fn setup_attack(
         },
     );
     let m0 = ch.opening();
+    // The payments the channel's history makes (HTLC 1, and HTLC 4 that some cases offer),
+    // preapproved as lightningd's `keysend` does before it offers an HTLC.
+    for (id, msat) in [(1, 20_000_000), (4, 200_000)] {
+        b.master(PreapproveKeysend::new(
+            ch.peer_id,
+            chan::hash_of(id),
+            AmountMsat::from_msat(msat),
+        ));
+    }
     b.master(NewChannel::new(ch.peer_id, ch.dbid));
     let o = b.client(ch.peer_id, ch.dbid, Permissions::OPENINGD);
     b.on(o, GetPerCommitmentPoint::new(0));
@@ -1639,4 +1671,189 @@ fn offer_htlc_above_approved_amount(k: &Keys) -> CaseBuilder {
     let c = new_channeld(&mut b, &ch);
     round(&mut b, c, &ch, 2, &m(50_000_000));
     b
+}
+
+fn keysend_reusing_an_invoice_hash(_: &Keys) -> CaseBuilder {
+    let mut b = payments_case(
+        "keysend_reusing_an_invoice_hash",
+        "Two invoices of 90 000 sat are preapproved; then a keysend of 90 000 sat to another \
+         node with the first invoice's payment hash (the day's total would be 270 000 sat; the \
+         velocity limit is 250 000). Then the first invoice again, already approved.",
+        "An approval is bound to what was approved: payment hash, kind, amount and \
+         destination. Taken for the same payment because its hash and amount match, the \
+         keysend would pay another 90 000 sat, to a node nobody approved, without being \
+         counted.",
+    );
+    b.master(valid("first", 90_000));
+    b.master(valid("second", 90_000));
+    b.attack(
+        0,
+        PreapproveKeysend::new(
+            peer(0x34),
+            payment_hash("first"),
+            AmountMsat::from_msat(90_000_000),
+        ),
+        "invoice-velocity",
+    );
+    b.master(valid("first", 90_000));
+    b.note("the same invoice again: already approved");
+    b
+}
+
+fn offer_htlc_never_preapproved(k: &Keys) -> CaseBuilder {
+    content_attack(
+        k,
+        "offer_htlc_never_preapproved",
+        "The peer's commitment 2 carries an HTLC of 100 000 sat that we offer, for a payment \
+         hash lightningd never asked to preapprove and that no HTLC offered to us carries.",
+        "An HTLC that is neither an approved payment nor a forward is a payment nobody \
+         approved: a compromised node that never calls preapprove would pay a colluding peer \
+         the whole channel, HTLC after HTLC, past the auto-approve and velocity limits.",
+        "htlc-forward-matched",
+        |ch| {
+            ch.build(
+                Owner::Counterparty,
+                2,
+                &history(ch)[2].clone().offer(100_000_000, 9),
+            )
+        },
+        |ch| history(ch)[2].clone(),
+    )
+}
+
+/// The HTLC forwarded in the forwarding cases: 30 000 sat offered to us on the first channel.
+const FORWARD_ID: u8 = 10;
+const FORWARD_IN_MSAT: u64 = 30_000_000;
+
+/// Two channels: the first (peer 0x11) through commitment 2, where the peer offers us HTLC
+/// [`FORWARD_ID`]; the second (peer 0x12) through commitment 2. Returns the builder, both
+/// channels, their channeld clients, and the incoming HTLC's expiry.
+fn forwarding(k: &Keys, name: &str, description: &str, why: &str) -> Forwarding {
+    let (mut b, ch1, c1) = opened(k, name, description, why, 1);
+    let incoming = history(&ch1)[2]
+        .clone()
+        .receive(FORWARD_IN_MSAT, FORWARD_ID);
+    round(&mut b, c1, &ch1, 2, &incoming);
+    let ch2 = k.channel(
+        0x12,
+        2,
+        OutPoint {
+            txid: txid(0xf1),
+            vout: 0,
+        },
+    );
+    open(&mut b, &ch2);
+    let c2 = b.client(ch2.peer_id, ch2.dbid, Permissions::CHANNELD);
+    let h2 = history(&ch2);
+    round(&mut b, c2, &ch2, 1, &h2[1]);
+    round(&mut b, c2, &ch2, 2, &h2[2]);
+    Forwarding {
+        b,
+        ch1,
+        c1,
+        incoming,
+        ch2,
+        c2,
+        expiry: chan::default_expiry(&chan::hash_of(FORWARD_ID)),
+    }
+}
+
+struct Forwarding {
+    b: CaseBuilder,
+    ch1: Channel,
+    c1: u64,
+    /// The first channel's state with the incoming HTLC.
+    incoming: Model,
+    ch2: Channel,
+    c2: u64,
+    expiry: u32,
+}
+
+impl Forwarding {
+    /// The second channel's commitment 2 state with `msat` offered for the forward, expiring
+    /// at `cltv`.
+    fn outgoing(&self, msat: u64, cltv: u32) -> Model {
+        history(&self.ch2)[2]
+            .clone()
+            .offer(msat, FORWARD_ID)
+            .expiring(FORWARD_ID, cltv)
+    }
+}
+
+fn forward_more_than_offered_to_us(k: &Keys) -> CaseBuilder {
+    let mut f = forwarding(
+        k,
+        "forward_more_than_offered_to_us",
+        "The peer of our first channel offers us an HTLC of 30 000 sat; channeld of the second \
+         channel then offers 40 000 sat for the same payment hash. Afterwards a forward of \
+         29 900 sat (100 sat fee earned) is signed.",
+        "A forward pays out what comes in, less our fee. Offering more than was offered to us \
+         pays the difference out of our balance to the next peer, with no approval: a \
+         compromised node and two colluding peers drain the channel 10 000 sat at a time.",
+    );
+    let cltv = f.expiry - 40;
+    let attack = f.outgoing(40_000_000, cltv);
+    f.b.attack(
+        f.c2,
+        f.ch2
+            .sign_remote(3, &f.ch2.build(Owner::Counterparty, 3, &attack)),
+        "htlc-forward-matched",
+    );
+    let c2 = new_channeld(&mut f.b, &f.ch2);
+    let honest = f.outgoing(29_900_000, cltv);
+    round(&mut f.b, c2, &f.ch2, 3, &honest);
+    f.b
+}
+
+fn forward_expiring_too_late(k: &Keys) -> CaseBuilder {
+    let mut f = forwarding(
+        k,
+        "forward_expiring_too_late",
+        "The peer of our first channel offers us an HTLC of 30 000 sat; channeld of the second \
+         channel forwards 29 900 sat for it, expiring 2 blocks before the incoming HTLC (the \
+         operator asks for at least 6). Afterwards the same forward expiring 40 blocks earlier \
+         is signed.",
+        "Once the next peer claims the forward with the preimage at the last moment, we need \
+         time to claim the incoming HTLC before it expires and the first peer takes it back: \
+         with too short a delta we pay out and are not paid.",
+    );
+    let attack = f.outgoing(29_900_000, f.expiry - 2);
+    f.b.attack(
+        f.c2,
+        f.ch2
+            .sign_remote(3, &f.ch2.build(Owner::Counterparty, 3, &attack)),
+        "htlc-forward-matched",
+    );
+    let c2 = new_channeld(&mut f.b, &f.ch2);
+    let honest = f.outgoing(29_900_000, f.expiry - 40);
+    round(&mut f.b, c2, &f.ch2, 3, &honest);
+    f.b
+}
+
+fn fail_back_a_forward_claimed_downstream(k: &Keys) -> CaseBuilder {
+    let mut f = forwarding(
+        k,
+        "fail_back_a_forward_claimed_downstream",
+        "The peer of our first channel offers us 30 000 sat; we forward 29 900 sat on the \
+         second channel, whose peer claims it (the HTLC leaves its commitments, our balance \
+         stays down). channeld of the first channel then fails the incoming HTLC back (the \
+         peer's commitment 3 returns it to the peer). Afterwards it is fulfilled (our balance \
+         grows by 30 000 sat).",
+        "Failing back an HTLC whose forward was claimed gives the first peer its money back \
+         while the second one keeps ours: two colluding peers and a compromised node would \
+         move our balance out one forward at a time, with nothing approved.",
+    );
+    let outgoing = f.outgoing(29_900_000, f.expiry - 40);
+    round(&mut f.b, f.c2, &f.ch2, 3, &outgoing);
+    round(&mut f.b, f.c2, &f.ch2, 4, &outgoing.fulfill(FORWARD_ID));
+    let failed = f.incoming.clone().fail(FORWARD_ID);
+    f.b.attack(
+        f.c1,
+        f.ch1
+            .sign_remote(3, &f.ch1.build(Owner::Counterparty, 3, &failed)),
+        "htlc-forward-settled",
+    );
+    let c1 = new_channeld(&mut f.b, &f.ch1);
+    round(&mut f.b, c1, &f.ch1, 3, &f.incoming.fulfill(FORWARD_ID));
+    f.b
 }

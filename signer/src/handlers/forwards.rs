@@ -1,0 +1,495 @@
+//! Every HTLC on our channels, by payment hash: an HTLC we offer is either part of a payment
+//! the operator's limits approved or the forward of HTLCs offered to us on other channels, and
+//! an HTLC offered to us that we forwarded is never failed back while what we offered for it
+//! may have been claimed.
+//!
+//! | rule | refuses |
+//! |---|---|
+//! | `payment-within-approved-amount` | HTLCs we offer for a preapproved payment, on all channels together, above its amount plus the routing fee allowance |
+//! | `htlc-forward-matched` | an HTLC we offer for a payment hash never preapproved, unless HTLCs of that hash offered to us on other channels cover every HTLC we offer for it and expire at least `min_forward_cltv_delta` blocks after the latest |
+//! | `htlc-forward-settled` | a commitment from which an HTLC offered to us that we forwarded is gone without our balance growing by it, while an HTLC we offered for it is still pending or was claimed |
+//!
+//! Each channel's HTLCs are taken from the newest holder commitment we validated and the newest
+//! counterparty commitment we signed. An HTLC we offer counts as soon as it is on either (the
+//! peer can claim it from either), an HTLC offered to us only once it is on both (before that,
+//! the peer can still leave it out of the commitment it broadcasts).
+//!
+//! Whether an HTLC that left a commitment was fulfilled or failed, hsmd's protocol does not
+//! say: the commitment's balance does. `commitment-balance` computes the least our balance may
+//! be; what a commitment gives us beyond that is the gain (see `CommitmentBalance::gain_sat`),
+//! brought by HTLCs offered to us that were fulfilled and HTLCs we offered that failed. An
+//! incoming HTLC of a forward that leaves a commitment must be covered by that gain (it was
+//! fulfilled: we were paid). An outgoing HTLC of a forward that leaves a commitment without
+//! the gain covering it may have been claimed by the downstream peer: from then on the
+//! incoming HTLCs of that hash may leave only fulfilled. Gain is attributed to the incoming
+//! HTLCs first; each HTLC is allowed one satoshi of rounding.
+
+use super::payments::PaymentRecord;
+use crate::context::ChannelKey;
+use crate::error::Result;
+use crate::handler::Req;
+use crate::policy_channel::Owner;
+use crate::store::Records;
+use bitcoin::hashes::Hash;
+use protocol::types::{HsmHtlc, Side};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `payment-within-approved-amount`.
+pub(crate) const WITHIN_APPROVED: &str = "payment-within-approved-amount";
+/// `htlc-forward-matched`.
+pub(crate) const FORWARD_MATCHED: &str = "htlc-forward-matched";
+/// `htlc-forward-settled`.
+pub(crate) const FORWARD_SETTLED: &str = "htlc-forward-settled";
+
+/// The HTLCs of one payment hash in one direction on one commitment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Part {
+    /// Their total, millisatoshis.
+    msat: u64,
+    /// Their expiry: the earliest for HTLCs offered to us, the latest for those we offer.
+    cltv: u32,
+}
+
+/// One direction's HTLCs of a payment hash on one channel, on each side's newest commitment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Sides {
+    holder: Part,
+    counterparty: Part,
+}
+
+impl Sides {
+    fn get(&self, owner: Owner) -> Part {
+        match owner {
+            Owner::Holder => self.holder,
+            Owner::Counterparty => self.counterparty,
+        }
+    }
+
+    fn set(&mut self, owner: Owner, p: Part) {
+        match owner {
+            Owner::Holder => self.holder = p,
+            Owner::Counterparty => self.counterparty = p,
+        }
+    }
+
+    /// What the peer may claim: the HTLCs on either commitment.
+    fn pending(&self) -> u64 {
+        self.holder.msat.max(self.counterparty.msat)
+    }
+
+    /// What is committed to us: the HTLCs on both commitments.
+    fn committed(&self) -> u64 {
+        self.holder.msat.min(self.counterparty.msat)
+    }
+
+    fn parts(&self) -> impl Iterator<Item = Part> {
+        [self.holder, self.counterparty]
+            .into_iter()
+            .filter(|p| p.msat > 0)
+    }
+}
+
+/// Every HTLC of one payment hash on our channels (channel key hex -> sides).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct HashHtlcs {
+    incoming: BTreeMap<String, Sides>,
+    outgoing: BTreeMap<String, Sides>,
+    /// An HTLC we offered for this hash went out as a forward, not as a payment.
+    #[serde(default)]
+    forwarded: bool,
+    /// An HTLC we offered for this forward left a commitment without our balance growing back:
+    /// the downstream peer may have claimed it, so the incoming ones must be claimed too.
+    #[serde(default)]
+    claimed_downstream: bool,
+}
+
+impl HashHtlcs {
+    fn outgoing_pending(&self) -> u64 {
+        self.outgoing
+            .values()
+            .map(Sides::pending)
+            .fold(0, u64::saturating_add)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.incoming.is_empty() && self.outgoing.is_empty()
+    }
+}
+
+/// Sets one side of one channel's HTLCs in `map`, dropping the channel once both are empty.
+fn set(map: &mut BTreeMap<String, Sides>, chan: &str, owner: Owner, p: Part) {
+    let mut sides = map.get(chan).copied().unwrap_or_default();
+    sides.set(owner, p);
+    if sides == Sides::default() {
+        map.remove(chan);
+    } else {
+        map.insert(chan.to_string(), sides);
+    }
+}
+
+/// The HTLCs of `htlcs` offered by `side`, by payment hash.
+fn by_hash(htlcs: &[HsmHtlc], side: Side) -> BTreeMap<[u8; 32], Part> {
+    let incoming = side == Side::Remote;
+    let mut out: BTreeMap<[u8; 32], Part> = BTreeMap::new();
+    for h in htlcs.iter().filter(|h| h.side == side) {
+        let p = out.entry(h.payment_hash.to_byte_array()).or_insert(Part {
+            msat: 0,
+            cltv: if incoming { u32::MAX } else { 0 },
+        });
+        p.msat = p.msat.saturating_add(h.amount.to_msat());
+        p.cltv = if incoming {
+            p.cltv.min(h.cltv_expiry)
+        } else {
+            p.cltv.max(h.cltv_expiry)
+        };
+    }
+    out
+}
+
+/// Checks and records the HTLCs of `owner`'s new commitment of `channel`; `gain_sat` is what
+/// that commitment gives us beyond the least `commitment-balance` allowed (see the module
+/// docs). Runs in the request's write transaction.
+pub(crate) fn check_htlcs(
+    r: &mut Req<'_>,
+    channel: &ChannelKey,
+    owner: Owner,
+    htlcs: &[HsmHtlc],
+    gain_sat: i64,
+) -> Result<()> {
+    let chan = hex::encode(channel.to_bytes());
+    let now_in = by_hash(htlcs, Side::Remote);
+    let now_out = by_hash(htlcs, Side::Local);
+    let before: Vec<[u8; 32]> = r
+        .txn()?
+        .record(Records::ChannelPayments, &channel.to_bytes())?
+        .unwrap_or_default();
+    let hashes: BTreeSet<[u8; 32]> = before
+        .iter()
+        .chain(now_in.keys())
+        .chain(now_out.keys())
+        .copied()
+        .collect();
+    let mut failed_back = Vec::new();
+    let mut left_downstream = Vec::new();
+    let mut updates = BTreeMap::new();
+    let mut on_channel = Vec::new();
+    for hash in hashes {
+        let mut rec: HashHtlcs = r.txn()?.record(Records::Htlcs, &hash)?.unwrap_or_default();
+        let new_in = now_in.get(&hash).copied().unwrap_or_default();
+        let new_out = now_out.get(&hash).copied().unwrap_or_default();
+        let old_in = rec
+            .incoming
+            .get(&chan)
+            .map(|s| s.get(owner))
+            .unwrap_or_default();
+        let old_out = rec
+            .outgoing
+            .get(&chan)
+            .map(|s| s.get(owner))
+            .unwrap_or_default();
+        set(&mut rec.incoming, &chan, owner, new_in);
+        set(&mut rec.outgoing, &chan, owner, new_out);
+        if new_out.msat > old_out.msat {
+            check_outgoing(r, &hash, &mut rec)?;
+        }
+        if new_in.msat < old_in.msat
+            && rec.forwarded
+            && (rec.outgoing_pending() > 0 || rec.claimed_downstream)
+        {
+            failed_back.push((hash, old_in.msat - new_in.msat));
+        }
+        if new_out.msat < old_out.msat && rec.forwarded {
+            left_downstream.push((hash, old_out.msat - new_out.msat));
+        }
+        if rec.incoming.contains_key(&chan) || rec.outgoing.contains_key(&chan) {
+            on_channel.push(hash);
+        }
+        updates.insert(hash, rec);
+    }
+
+    let mut gain_msat = i128::from(gain_sat) * 1000;
+    let must_gain: i128 = failed_back.iter().map(|(_, m)| i128::from(*m)).sum();
+    let rounding = 1000 * failed_back.len() as i128;
+    let settled = failed_back.is_empty() || gain_msat + rounding >= must_gain;
+    r.policy.check(FORWARD_SETTLED, settled, || {
+        let hashes: Vec<String> = failed_back.iter().map(|(h, _)| hex::encode(h)).collect();
+        format!(
+            "{owner:?} commitment drops {must_gain} msat of forwarded HTLCs offered to us ({}) while what we offered for them may be claimed, and gives us only {gain_sat} sat more",
+            hashes.join(", ")
+        )
+    })?;
+    gain_msat -= must_gain;
+    for (hash, msat) in left_downstream {
+        if gain_msat + 1000 >= i128::from(msat) {
+            // It came back to us: it failed.
+            gain_msat -= i128::from(msat);
+        } else if let Some(rec) = updates.get_mut(&hash) {
+            rec.claimed_downstream = true;
+        }
+    }
+
+    let txn = r.txn()?;
+    for (hash, rec) in updates {
+        if rec.is_empty() {
+            txn.remove_record(Records::Htlcs, &hash)?;
+        } else {
+            txn.put_record(Records::Htlcs, &hash, &rec)?;
+        }
+    }
+    if on_channel.is_empty() {
+        txn.remove_record(Records::ChannelPayments, &channel.to_bytes())?;
+    } else {
+        txn.put_record(Records::ChannelPayments, &channel.to_bytes(), &on_channel)?;
+    }
+    Ok(())
+}
+
+/// More is offered for `hash` than before: it must be a preapproved payment within its amount
+/// (`payment-within-approved-amount`), or else a forward (`htlc-forward-matched`).
+fn check_outgoing(r: &mut Req<'_>, hash: &[u8; 32], rec: &mut HashHtlcs) -> Result<()> {
+    let limits = &r.policy.limits;
+    let total = rec.outgoing_pending();
+    if let Some(p) = r.txn()?.record::<PaymentRecord>(Records::Payments, hash)? {
+        if let Some(approved) = p.amount_msat {
+            let allowed = approved
+                .saturating_add(approved.saturating_mul(limits.max_routing_fee_ppm) / 1_000_000)
+                .saturating_add(limits.max_routing_fee_base_msat);
+            r.policy.check(WITHIN_APPROVED, total <= allowed, || {
+                format!(
+                    "payment {} would have {total} msat outgoing, approved {approved} msat (+fees: {allowed})",
+                    hex::encode(hash)
+                )
+            })?;
+        }
+        return Ok(());
+    }
+    // Only what is offered to us on channels that carry none of this hash's outgoing HTLCs
+    // can pay for them.
+    let mut covered = 0u64;
+    let mut earliest_in = u32::MAX;
+    for (chan, sides) in &rec.incoming {
+        if rec.outgoing.get(chan).is_some_and(|o| o.pending() > 0) {
+            continue;
+        }
+        covered = covered.saturating_add(sides.committed());
+        if sides.committed() > 0 {
+            earliest_in = sides.parts().map(|p| p.cltv).fold(earliest_in, u32::min);
+        }
+    }
+    let latest_out = rec
+        .outgoing
+        .values()
+        .flat_map(Sides::parts)
+        .map(|p| p.cltv)
+        .max()
+        .unwrap_or(0);
+    let delta = limits.min_forward_cltv_delta;
+    let matched =
+        covered > 0 && covered >= total && earliest_in >= latest_out.saturating_add(delta);
+    r.policy.check(FORWARD_MATCHED, matched, || {
+        if covered < total || covered == 0 {
+            format!(
+                "{total} msat offered for payment hash {}, which was never preapproved, and only {covered} msat of it offered to us on other channels: neither a payment nor a forward",
+                hex::encode(hash)
+            )
+        } else {
+            format!(
+                "forward of payment hash {}: offered to us expiring at block {earliest_in}, we offer until block {latest_out}, less than {delta} blocks earlier",
+                hex::encode(hash)
+            )
+        }
+    })?;
+    rec.forwarded = true;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::payments::tests::{ask, invoice, policy, signer};
+    use crate::{ClientContext, Signer, Store};
+    use bitcoin::hashes::sha256;
+    use protocol::types::{AmountMsat, NodeId};
+
+    fn htlc(side: Side, hash: u8, msat: u64, cltv: u32) -> HsmHtlc {
+        HsmHtlc {
+            side,
+            amount: AmountMsat::from_msat(msat),
+            payment_hash: sha256::Hash::from_byte_array([hash; 32]),
+            cltv_expiry: cltv,
+        }
+    }
+
+    fn out(hash: u8, msat: u64, cltv: u32) -> HsmHtlc {
+        htlc(Side::Local, hash, msat, cltv)
+    }
+
+    fn inc(hash: u8, msat: u64, cltv: u32) -> HsmHtlc {
+        htlc(Side::Remote, hash, msat, cltv)
+    }
+
+    fn chan(dbid: u64) -> ChannelKey {
+        ChannelKey {
+            peer_id: NodeId::from_bytes([2; 33]),
+            dbid,
+        }
+    }
+
+    /// Runs one commitment through [`check_htlcs`], committing what it records if it passes.
+    fn run(s: &Signer, c: u64, owner: Owner, htlcs: &[HsmHtlc], gain_sat: i64) -> Result<()> {
+        let session = s.session().unwrap();
+        let client = ClientContext::master();
+        let mut r = Req::for_test(&session, &client, s.policy(), s.store(), s.approvals());
+        let res = check_htlcs(&mut r, &chan(c), owner, htlcs, gain_sat);
+        if res.is_ok() {
+            r.commit_for_test().unwrap();
+        }
+        res
+    }
+
+    /// Both commitments of channel `c` carry `htlcs`.
+    fn both(s: &Signer, c: u64, htlcs: &[HsmHtlc], gain_sat: i64) -> Result<()> {
+        run(s, c, Owner::Holder, htlcs, gain_sat)?;
+        run(s, c, Owner::Counterparty, htlcs, gain_sat)
+    }
+
+    fn enforcing() -> std::sync::Arc<Signer> {
+        signer(
+            policy(|l| l.max_routing_fee_base_msat = 0),
+            Store::temporary().unwrap(),
+        )
+    }
+
+    #[test]
+    fn split_payments_stay_within_the_approved_amount() {
+        let s = enforcing();
+        assert!(ask(&s, &invoice(Some(100_000), 5, 0)).0);
+        run(&s, 1, Owner::Counterparty, &[out(5, 60_000, 500)], 0).unwrap();
+        run(&s, 2, Owner::Counterparty, &[out(5, 40_000, 500)], 0).unwrap();
+        // A third part would exceed the invoice plus 1% fees.
+        let e = run(&s, 3, Owner::Counterparty, &[out(5, 2_000, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(WITHIN_APPROVED));
+        // The same part on our own commitment is no new payment.
+        run(&s, 1, Owner::Holder, &[out(5, 60_000, 500)], 0).unwrap();
+        // Once the first part is gone from both of its channel's commitments, the amount is
+        // free again.
+        run(&s, 1, Owner::Counterparty, &[], 0).unwrap();
+        let e = run(&s, 3, Owner::Counterparty, &[out(5, 60_000, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(WITHIN_APPROVED), "still on our commitment");
+        run(&s, 1, Owner::Holder, &[], 0).unwrap();
+        run(&s, 3, Owner::Counterparty, &[out(5, 60_000, 500)], 0).unwrap();
+    }
+
+    #[test]
+    fn an_htlc_never_preapproved_is_refused_unless_it_forwards_one_offered_to_us() {
+        let s = enforcing();
+        let e = run(&s, 2, Owner::Counterparty, &[out(7, 50_000, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_MATCHED));
+        // Offered to us on channel 1, on one commitment only: not committed yet.
+        run(&s, 1, Owner::Holder, &[inc(7, 51_000, 520)], 0).unwrap();
+        let e = run(&s, 2, Owner::Counterparty, &[out(7, 50_000, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_MATCHED));
+        run(&s, 1, Owner::Counterparty, &[inc(7, 51_000, 520)], 0).unwrap();
+        // More than came in, or expiring too close to the incoming one, is no forward.
+        let e = run(&s, 2, Owner::Counterparty, &[out(7, 52_000, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_MATCHED));
+        let e = run(&s, 2, Owner::Counterparty, &[out(7, 50_000, 515)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_MATCHED));
+        // Back out the same channel it came in on is no forward either.
+        let e = run(
+            &s,
+            1,
+            Owner::Counterparty,
+            &[inc(7, 51_000, 520), out(7, 50_000, 500)],
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_MATCHED));
+        run(&s, 2, Owner::Counterparty, &[out(7, 50_000, 514)], 0).unwrap();
+        // A second outgoing part beyond what came in is refused.
+        let e = run(&s, 3, Owner::Counterparty, &[out(7, 1_001, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_MATCHED));
+        run(&s, 3, Owner::Counterparty, &[out(7, 1_000, 500)], 0).unwrap();
+    }
+
+    /// Channel 1 brings 51 000 msat for hash 7, channel 2 forwards 50 000 of it.
+    fn forwarded() -> std::sync::Arc<Signer> {
+        let s = enforcing();
+        both(&s, 1, &[inc(7, 51_000, 520)], 0).unwrap();
+        both(&s, 2, &[out(7, 50_000, 500)], 0).unwrap();
+        s
+    }
+
+    #[test]
+    fn a_forwarded_htlc_is_failed_back_only_after_the_one_we_offered_failed() {
+        let s = forwarded();
+        // Failing the incoming HTLC while the outgoing one is pending: refused.
+        let e = run(&s, 1, Owner::Holder, &[], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_SETTLED));
+        // The outgoing HTLC fails: it leaves both commitments and our balance grows back.
+        both(&s, 2, &[], 50).unwrap();
+        // Now the incoming one may fail back.
+        both(&s, 1, &[], 0).unwrap();
+        assert!(s
+            .store()
+            .records::<HashHtlcs>(Records::Htlcs)
+            .unwrap()
+            .is_empty());
+        assert!(s
+            .store()
+            .records::<Vec<[u8; 32]>>(Records::ChannelPayments)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn once_the_outgoing_htlc_may_have_been_claimed_the_incoming_one_must_be() {
+        let s = forwarded();
+        // The downstream peer claims it: it leaves our commitment, our balance stays.
+        run(&s, 2, Owner::Holder, &[], 0).unwrap();
+        run(&s, 2, Owner::Counterparty, &[], 0).unwrap();
+        // Failing the incoming HTLC back now would lose it.
+        let e = run(&s, 1, Owner::Holder, &[], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_SETTLED));
+        // A balance grown by less than the HTLC does not do either.
+        let e = run(&s, 1, Owner::Holder, &[], 49).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_SETTLED));
+        // Fulfilled: our balance grows by it, on each side.
+        run(&s, 1, Owner::Holder, &[], 51).unwrap();
+        let e = run(&s, 1, Owner::Counterparty, &[], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_SETTLED));
+        run(&s, 1, Owner::Counterparty, &[], 51).unwrap();
+        assert!(s
+            .store()
+            .records::<HashHtlcs>(Records::Htlcs)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn the_upstream_htlc_may_be_fulfilled_before_the_downstream_one_is_gone() {
+        let s = forwarded();
+        // The preimage came back: upstream is fulfilled at once.
+        both(&s, 1, &[], 51).unwrap();
+        both(&s, 2, &[], 0).unwrap();
+        assert!(s
+            .store()
+            .records::<HashHtlcs>(Records::Htlcs)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn payments_we_receive_may_fail() {
+        let s = enforcing();
+        both(&s, 1, &[inc(8, 10_000, 600)], 0).unwrap();
+        both(&s, 1, &[], 0).unwrap();
+    }
+
+    #[test]
+    fn warn_mode_signs_and_logs() {
+        let s = signer(crate::Policy::warn_only(), Store::temporary().unwrap());
+        run(&s, 2, Owner::Counterparty, &[out(7, 50_000, 500)], 0).unwrap();
+    }
+}
