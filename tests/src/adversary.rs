@@ -14,7 +14,10 @@
 //!    giving the peer part of our balance without an HTLC, an attacker's output, a close paying
 //!    us less than our balance less the fee (or closing with HTLCs pending), a withdrawal to a
 //!    destination neither ours nor allowlisted, over the fee cap, not `SIGHASH_ALL`, or funding
-//!    the channel's 2-of-2 a second time.
+//!    the channel's 2-of-2 a second time;
+//! 4. no commitment we sign or accept offers, for a payment hash, more than lightningd
+//!    preapproved for it plus the routing fee allowance (each sequence's channel has no other
+//!    channel to forward from, so every HTLC we offer is a payment).
 //!
 //! The choices come from a [`Choices`] source: a seeded generator in the test suite, the
 //! fuzzer's bytes in `tests/fuzz`.
@@ -115,7 +118,10 @@ impl Default for Adversary {
 impl Adversary {
     /// A signer under [`POLICY`], initialized on regtest.
     pub fn new() -> Adversary {
-        let policy = Policy::from_toml(POLICY).expect("the attack corpus policy parses");
+        let mut policy = Policy::from_toml(POLICY).expect("the attack corpus policy parses");
+        // Every sequence's payments are preapproved on one signer: room for all of them.
+        policy.limits.velocity_limit_sat = u64::MAX / 1000;
+        policy.limits.max_tracked_invoices = usize::MAX;
         let signer = Signer::new(vec![0x5a; 32], Store::temporary().expect("store"), policy);
         let master = ClientContext::master();
         let init = crate::chan::init_regtest();
@@ -178,6 +184,8 @@ struct Run<'a> {
     accepted_theirs: Option<u64>,
     /// Wallet UTXO counter (fresh outpoints).
     utxos: u8,
+    /// What lightningd preapproved, by payment hash (msat).
+    approved: BTreeMap<bitcoin::hashes::sha256::Hash, u64>,
 }
 
 impl<'a> Run<'a> {
@@ -210,7 +218,7 @@ impl<'a> Run<'a> {
             },
         );
         let channeld = ClientContext::client(ch.peer_id, dbid, Permissions::CHANNELD);
-        let history = history(&ch, c);
+        let history = history(&ch, dbid, c);
         let mut s = Run {
             adv,
             ch,
@@ -226,6 +234,7 @@ impl<'a> Run<'a> {
             accepted_holder: None,
             accepted_theirs: None,
             utxos: 0,
+            approved: BTreeMap::new(),
         };
         let master = s.adv.master.clone();
         s.ask(
@@ -233,6 +242,7 @@ impl<'a> Run<'a> {
             NewChannel::new(s.ch.peer_id, dbid).into(),
             Intent::Benign,
         )?;
+        s.preapprove_history()?;
         let openingd = ClientContext::client(s.ch.peer_id, dbid, Permissions::OPENINGD);
         s.ask(&openingd, s.ch.setup_msg(), Intent::Benign)?;
         let m0 = s.history[0].clone();
@@ -255,7 +265,7 @@ impl<'a> Run<'a> {
         // A commitment number near the current one.
         let k = (n + c.below(6)).saturating_sub(3);
         let channeld = self.channeld.clone();
-        match c.below(11) {
+        match c.below(12) {
             0 => {
                 let m = self.model(k);
                 self.sign_theirs(&channeld, k, &m, Intent::Benign)
@@ -312,6 +322,13 @@ impl<'a> Run<'a> {
                 }
                 Ok(())
             }
+            10 => match self.unapproved_htlc(k, c) {
+                Some(b) => {
+                    let intent = Intent::Hostile("an HTLC offered beyond what was approved");
+                    self.sign_theirs_built(&channeld, k, &b, intent)
+                }
+                None => self.legitimate_step(),
+            },
             _ => {
                 // A commitment signed for the peer with a point that is not the peer's: its
                 // revocation can never be matched, so it is never punishable.
@@ -333,6 +350,91 @@ impl<'a> Run<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// lightningd preapproves every payment the history makes, as `keysend` does before it
+    /// offers an HTLC.
+    fn preapprove_history(&mut self) -> Result<(), Violation> {
+        let offered: BTreeMap<_, _> = self
+            .history
+            .iter()
+            .flat_map(|m| m.htlcs.iter())
+            .filter(|h| h.side == protocol::types::Side::Local)
+            .map(|h| (h.payment_hash, h.amount.to_msat()))
+            .collect();
+        let master = self.adv.master.clone();
+        for (hash, msat) in offered {
+            let m = PreapproveKeysend::new(
+                self.ch.peer_id,
+                hash,
+                protocol::types::AmountMsat::from_msat(msat),
+            );
+            let bytes = Message::from(m).encode().expect("well-formed request");
+            let outcome = self.adv.signer.handle(&master, None, &bytes);
+            self.count(&outcome, Intent::Benign)?;
+            let approved = outcome
+                .ok()
+                .and_then(|r| PreapproveKeysendReply::decode(&r).ok())
+                .is_some_and(|r| r.approved);
+            assert!(approved, "a payment within every limit is preapproved");
+            self.approved.insert(hash, msat);
+        }
+        Ok(())
+    }
+
+    /// Invariant 4, for a commitment the signer signed or accepted.
+    fn check_offered(&self, n: u64, b: &Built) -> Result<(), Violation> {
+        let mut offered: BTreeMap<_, u64> = BTreeMap::new();
+        for h in b
+            .htlcs
+            .iter()
+            .filter(|h| h.side == protocol::types::Side::Local)
+        {
+            *offered.entry(h.payment_hash).or_default() += h.amount.to_msat();
+        }
+        for (hash, msat) in offered {
+            let approved = self.approved.get(&hash).copied().unwrap_or(0);
+            // `max_routing_fee_ppm` and `max_routing_fee_base_msat` of [`POLICY`].
+            let allowed = approved + approved * 10_000 / 1_000_000 + 5_000;
+            if approved == 0 || msat > allowed {
+                return Err(Violation(format!(
+                    "commitment {n} offers {msat} msat for payment hash {hash}, approved {approved} msat"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commitment `k` of the peer with an HTLC we offer that goes beyond what was approved:
+    /// for a hash nobody approved, or for an approved hash, more than its allowance. `None`
+    /// when our balance cannot carry it.
+    fn unapproved_htlc(&self, k: u64, c: &mut impl Choices) -> Option<Built> {
+        let m = self.model(k);
+        let (hash, msat) = match self.approved.iter().nth(c.below(4) as usize) {
+            Some((hash, approved)) if c.chance(50) => {
+                let already: u64 = m
+                    .htlcs
+                    .iter()
+                    .filter(|h| h.payment_hash == *hash)
+                    .map(|h| h.amount.to_msat())
+                    .sum();
+                let allowed = approved + approved * 10_000 / 1_000_000 + 5_000;
+                // Above any dust limit, so that it is an output and listed (a trimmed HTLC's
+                // value goes to fees, which `commitment-balance` bounds).
+                (
+                    *hash,
+                    (allowed + 1_000).saturating_sub(already).max(1_000_000),
+                )
+            }
+            _ => (
+                crate::chan::salted_hash_of(0xee, self.ch.dbid + 1),
+                1_000_000 + c.below(20_000_000),
+            ),
+        };
+        (m.ours_msat > msat + 20_000_000).then(|| {
+            self.ch
+                .build(Owner::Counterparty, k, &m.offer_hash(msat, hash))
+        })
     }
 
     /// The next step of the BOLT 2 dance: we sign the peer's commitment `n`, the peer revokes
@@ -425,6 +527,7 @@ impl<'a> Run<'a> {
         intent: Intent,
     ) -> Result<(), Violation> {
         if self.ask(client, self.ch.sign_remote(n, b), intent)? {
+            self.check_offered(n, b)?;
             self.signed_counterparty(n, self.ch.point(Owner::Counterparty, n))?;
             if intent == Intent::Benign {
                 self.accepted_theirs = self.accepted_theirs.max(Some(n));
@@ -466,8 +569,11 @@ impl<'a> Run<'a> {
         b: &Built,
         intent: Intent,
     ) -> Result<(), Violation> {
-        if self.ask(client, self.ch.validate(n, b), intent)? && intent == Intent::Benign {
-            self.accepted_holder = self.accepted_holder.max(Some(n));
+        if self.ask(client, self.ch.validate(n, b), intent)? {
+            self.check_offered(n, b)?;
+            if intent == Intent::Benign {
+                self.accepted_holder = self.accepted_holder.max(Some(n));
+            }
         }
         Ok(())
     }
@@ -761,8 +867,10 @@ impl<'a> Run<'a> {
 
 /// A random legitimate history: payments both ways (offered, received, fulfilled) and fee
 /// changes, one state per commitment number.
-fn history(ch: &Channel, c: &mut impl Choices) -> Vec<Model> {
-    let mut states = vec![ch.opening()];
+fn history(ch: &Channel, dbid: u64, c: &mut impl Choices) -> Vec<Model> {
+    let mut opening = ch.opening();
+    opening.salt = dbid + 1;
+    let mut states = vec![opening];
     let mut open: Vec<u8> = Vec::new();
     let mut id = 0u8;
     for _ in 0..12 {

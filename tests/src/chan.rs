@@ -63,7 +63,18 @@ pub enum Owner {
 
 /// The payment hash of test HTLC `id`.
 pub fn hash_of(id: u8) -> sha256::Hash {
-    sha256::Hash::hash(&[b'h', id])
+    salted_hash_of(id, 0)
+}
+
+/// The payment hash of test HTLC `id` in a history salted with `salt` (0: [`hash_of`]), so
+/// that histories of different channels pay different hashes.
+pub fn salted_hash_of(id: u8, salt: u64) -> sha256::Hash {
+    if salt == 0 {
+        return sha256::Hash::hash(&[b'h', id]);
+    }
+    let mut data = vec![b'h', id];
+    data.extend(salt.to_be_bytes());
+    sha256::Hash::hash(&data)
 }
 
 /// A channel's balances as BOLT 2 keeps them (msat, before the fee and anchors the funder
@@ -74,12 +85,20 @@ pub struct Model {
     pub theirs_msat: u64,
     pub htlcs: Vec<HsmHtlc>,
     pub feerate: u32,
+    /// What HTLC ids are salted with to make their payment hashes (see [`salted_hash_of`]).
+    pub salt: u64,
 }
 
 impl Model {
+    /// The payment hash of HTLC `id` in this history.
+    pub fn hash(&self, id: u8) -> sha256::Hash {
+        salted_hash_of(id, self.salt)
+    }
+
     /// We offer an HTLC (from our balance).
     pub fn offer(self, msat: u64, id: u8) -> Model {
-        self.offer_hash(msat, hash_of(id))
+        let hash = self.hash(id);
+        self.offer_hash(msat, hash)
     }
 
     /// We offer an HTLC paying `hash`.
@@ -92,7 +111,8 @@ impl Model {
     /// The peer offers an HTLC (from its balance).
     pub fn receive(mut self, msat: u64, id: u8) -> Model {
         self.theirs_msat -= msat;
-        self.htlcs.push(htlc(Side::Remote, msat, hash_of(id)));
+        let hash = self.hash(id);
+        self.htlcs.push(htlc(Side::Remote, msat, hash));
         self
     }
 
@@ -100,7 +120,7 @@ impl Model {
         let i = self
             .htlcs
             .iter()
-            .position(|h| h.payment_hash == hash_of(id))
+            .position(|h| h.payment_hash == salted_hash_of(id, self.salt))
             .expect("no such HTLC");
         self.htlcs.remove(i)
     }
@@ -296,6 +316,7 @@ impl Channel {
             theirs_msat: push,
             htlcs: vec![],
             feerate: FEERATE,
+            salt: 0,
         }
     }
 

@@ -21,8 +21,10 @@
 //! incoming HTLC of a forward that leaves a commitment must be covered by that gain (it was
 //! fulfilled: we were paid). An outgoing HTLC of a forward that leaves a commitment without
 //! the gain covering it may have been claimed by the downstream peer: from then on the
-//! incoming HTLCs of that hash may leave only fulfilled. Gain is attributed to the incoming
-//! HTLCs first; each HTLC is allowed one satoshi of rounding.
+//! incoming HTLCs of that hash may leave only fulfilled; for a payment, it counts as paid, and
+//! the HTLCs still offered for that hash together with what was paid stay within the approved
+//! amount (so a payment claimed once cannot be offered again). Gain is attributed to the
+//! incoming HTLCs first; each HTLC is allowed one satoshi of rounding.
 
 use super::payments::PaymentRecord;
 use crate::context::ChannelKey;
@@ -199,7 +201,7 @@ pub(crate) fn check_htlcs(
         {
             failed_back.push((hash, old_in.msat - new_in.msat));
         }
-        if new_out.msat < old_out.msat && rec.forwarded {
+        if new_out.msat < old_out.msat {
             left_downstream.push((hash, old_out.msat - new_out.msat));
         }
         if rec.incoming.contains_key(&chan) || rec.outgoing.contains_key(&chan) {
@@ -224,8 +226,19 @@ pub(crate) fn check_htlcs(
         if gain_msat + 1000 >= i128::from(msat) {
             // It came back to us: it failed.
             gain_msat -= i128::from(msat);
-        } else if let Some(rec) = updates.get_mut(&hash) {
+            continue;
+        }
+        // It may have been claimed: a forward's incoming HTLCs must be claimed too, and a
+        // payment has that much less left to pay.
+        if let Some(rec) = updates.get_mut(&hash).filter(|r| r.forwarded) {
             rec.claimed_downstream = true;
+        } else if let Some(mut p) = r.txn()?.record::<PaymentRecord>(Records::Payments, &hash)? {
+            let side = match owner {
+                Owner::Holder => &mut p.claimed_msat.0,
+                Owner::Counterparty => &mut p.claimed_msat.1,
+            };
+            *side = side.saturating_add(msat);
+            r.txn()?.put_record(Records::Payments, &hash, &p)?;
         }
     }
 
@@ -255,9 +268,11 @@ fn check_outgoing(r: &mut Req<'_>, hash: &[u8; 32], rec: &mut HashHtlcs) -> Resu
             let allowed = approved
                 .saturating_add(approved.saturating_mul(limits.max_routing_fee_ppm) / 1_000_000)
                 .saturating_add(limits.max_routing_fee_base_msat);
+            let claimed = p.claimed_msat.0.max(p.claimed_msat.1);
+            let total = total.saturating_add(claimed);
             r.policy.check(WITHIN_APPROVED, total <= allowed, || {
                 format!(
-                    "payment {} would have {total} msat outgoing, approved {approved} msat (+fees: {allowed})",
+                    "payment {} would have {total} msat outgoing or already paid ({claimed} msat paid), approved {approved} msat (+fees: {allowed})",
                     hex::encode(hash)
                 )
             })?;
@@ -372,12 +387,12 @@ mod tests {
         assert_eq!(e.rule(), Some(WITHIN_APPROVED));
         // The same part on our own commitment is no new payment.
         run(&s, 1, Owner::Holder, &[out(5, 60_000, 500)], 0).unwrap();
-        // Once the first part is gone from both of its channel's commitments, the amount is
-        // free again.
-        run(&s, 1, Owner::Counterparty, &[], 0).unwrap();
+        // Once the first part failed on both of its channel's commitments (our balance grew
+        // back by it), the amount is free again.
+        run(&s, 1, Owner::Counterparty, &[], 60).unwrap();
         let e = run(&s, 3, Owner::Counterparty, &[out(5, 60_000, 500)], 0).unwrap_err();
         assert_eq!(e.rule(), Some(WITHIN_APPROVED), "still on our commitment");
-        run(&s, 1, Owner::Holder, &[], 0).unwrap();
+        run(&s, 1, Owner::Holder, &[], 60).unwrap();
         run(&s, 3, Owner::Counterparty, &[out(5, 60_000, 500)], 0).unwrap();
     }
 
@@ -478,6 +493,22 @@ mod tests {
             .records::<HashHtlcs>(Records::Htlcs)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_payment_claimed_once_is_not_offered_again() {
+        let s = enforcing();
+        assert!(ask(&s, &invoice(Some(100_000), 5, 0)).0);
+        both(&s, 1, &[out(5, 100_000, 500)], 0).unwrap();
+        // It fails (our balance grows back): it may be tried again.
+        both(&s, 1, &[], 100).unwrap();
+        both(&s, 1, &[out(5, 100_000, 500)], 0).unwrap();
+        // It is claimed (our balance stays down): paid.
+        both(&s, 1, &[], 0).unwrap();
+        let e = run(&s, 2, Owner::Counterparty, &[out(5, 100_000, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(WITHIN_APPROVED));
+        // What is left of the allowance (1%) may still go out.
+        run(&s, 2, Owner::Counterparty, &[out(5, 1_000, 500)], 0).unwrap();
     }
 
     #[test]

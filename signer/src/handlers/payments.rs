@@ -75,6 +75,10 @@ pub(crate) struct PaymentRecord {
     /// Every approval of this hash: (kind, amount, destination).
     #[serde(default)]
     approvals: Vec<(String, Option<u64>, Option<String>)>,
+    /// What HTLCs for it that left our holder and counterparty commitments without coming back
+    /// to our balance took (they may have been claimed), millisatoshis.
+    #[serde(default)]
+    pub(crate) claimed_msat: (u64, u64),
 }
 
 /// Answers `PreapproveInvoice`.
@@ -189,6 +193,7 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
             approved_at: now,
             expires_at: p.expires_at,
             approvals: Vec::new(),
+            claimed_msat: (0, 0),
         });
         // Another approval of the same hash adds what it approved.
         rec.amount_msat = rec
