@@ -5,7 +5,8 @@
 //! only the signer's user can open it. One JSON request per line, one JSON reply per line:
 //! `{"cmd": "list"}`, `{"cmd": "approve", "payment_hash": "<hex>"}`,
 //! `{"cmd": "deny", "payment_hash": "<hex>"}` → `{"ok": true, "approvals": [...]}` or
-//! `{"ok": false, "error": "..."}`.
+//! `{"ok": false, "error": "..."}`. `{"cmd": "watch"}` → one line per payment newly queued
+//! for the operator (the JSON of an approval), for as long as the connection stays open.
 
 use crate::approvals::{Approval, Approvals};
 use crate::Signer;
@@ -39,6 +40,8 @@ pub enum AdminRequest {
         /// Its payment hash, hex.
         payment_hash: String,
     },
+    /// Stream payments as they are queued.
+    Watch,
 }
 
 /// The daemon's answer.
@@ -77,6 +80,7 @@ pub fn execute(signer: &Signer, req: AdminRequest) -> AdminReply {
         }
         AdminRequest::Approve { payment_hash } => (payment_hash, true),
         AdminRequest::Deny { payment_hash } => (payment_hash, false),
+        AdminRequest::Watch => return failure("`watch` streams: it is served by `serve`"),
     };
     let Some(h) = hex::decode(&hash)
         .ok()
@@ -117,6 +121,10 @@ pub async fn serve(listener: UnixListener, signer: Arc<Signer>) {
             let mut lines = BufReader::new(rd.take_limit()).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let reply = match serde_json::from_str::<AdminRequest>(&line) {
+                    Ok(AdminRequest::Watch) => {
+                        stream_queued(&signer, &mut wr).await;
+                        break;
+                    }
                     Ok(req) => {
                         let signer = signer.clone();
                         tokio::task::spawn_blocking(move || execute(&signer, req))
@@ -135,6 +143,86 @@ pub async fn serve(listener: UnixListener, signer: Arc<Signer>) {
     }
 }
 
+/// Writes each payment queued for the operator as a JSON line, until the watcher goes away.
+async fn stream_queued(signer: &Signer, wr: &mut tokio::net::unix::OwnedWriteHalf) {
+    let mut queued = signer.approvals().watch();
+    loop {
+        let a = match queued.recv().await {
+            Ok(a) => a,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                log::warn!("an approvals watcher fell behind and missed {n} requests");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let mut out = serde_json::to_vec(&a).unwrap_or_default();
+        out.push(b'\n');
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs `command` (with `sh -c`) for every payment queued for the operator, the approval's
+/// JSON on its standard input: how an operator wires approvals to a notifier. A command that
+/// fails is logged; the payment keeps waiting for a decision either way.
+pub async fn run_on_queued(signer: Arc<Signer>, command: String) {
+    let mut queued = signer.approvals().watch();
+    loop {
+        let a = match queued.recv().await {
+            Ok(a) => a,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                log::warn!("--on-approval-request missed {n} requests");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let json = serde_json::to_vec(&a).unwrap_or_default();
+        let command = command.clone();
+        tokio::spawn(async move {
+            let child = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .stdin(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn();
+            let mut child = match child {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("--on-approval-request `{command}`: {e}");
+                    return;
+                }
+            };
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(&json).await;
+            }
+            match child.wait().await {
+                Ok(st) if st.success() => {}
+                Ok(st) => log::warn!("--on-approval-request `{command}` exited with {st}"),
+                Err(e) => log::warn!("--on-approval-request `{command}`: {e}"),
+            }
+        });
+    }
+}
+
+/// Asks the daemon at `path` to stream payments as they are queued, calling `each` with every
+/// one until the daemon goes away or `each` returns false.
+pub async fn watch(path: &Path, mut each: impl FnMut(&Approval) -> bool) -> io::Result<()> {
+    let sock = connect(path).await?;
+    let (rd, mut wr) = sock.into_split();
+    let mut line = serde_json::to_vec(&AdminRequest::Watch).map_err(io::Error::other)?;
+    line.push(b'\n');
+    wr.write_all(&line).await?;
+    let mut lines = BufReader::new(rd).lines();
+    while let Some(l) = lines.next_line().await? {
+        let a: Approval = serde_json::from_str(&l).map_err(io::Error::other)?;
+        if !each(&a) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 trait TakeLimit: Sized {
     fn take_limit(self) -> tokio::io::Take<Self>;
 }
@@ -145,9 +233,8 @@ impl TakeLimit for tokio::net::unix::OwnedReadHalf {
     }
 }
 
-/// Sends one request to the daemon's socket at `path`.
-pub async fn request(path: &Path, req: &AdminRequest) -> io::Result<AdminReply> {
-    let sock = UnixStream::connect(path).await.map_err(|e| {
+async fn connect(path: &Path) -> io::Result<UnixStream> {
+    UnixStream::connect(path).await.map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
@@ -155,7 +242,12 @@ pub async fn request(path: &Path, req: &AdminRequest) -> io::Result<AdminReply> 
                 path.display()
             ),
         )
-    })?;
+    })
+}
+
+/// Sends one request to the daemon's socket at `path`.
+pub async fn request(path: &Path, req: &AdminRequest) -> io::Result<AdminReply> {
+    let sock = connect(path).await?;
     let (rd, mut wr) = sock.into_split();
     let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
     line.push(b'\n');
@@ -222,5 +314,75 @@ mod tests {
         .await
         .unwrap();
         assert!(!r.ok);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watchers_and_the_hook_see_each_payment_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ADMIN_SOCKET);
+        let signer = Arc::new(Signer::new(
+            vec![1; 32],
+            crate::Store::temporary().unwrap(),
+            crate::Policy::enforcing(),
+        ));
+        tokio::spawn(serve(bind(&path).unwrap(), signer.clone()));
+        let hooked = dir.path().join("hooked.json");
+        tokio::spawn(run_on_queued(
+            signer.clone(),
+            format!("cat > '{}'", hooked.display()),
+        ));
+        let watcher = tokio::spawn({
+            let path = path.clone();
+            async move {
+                let mut seen = Vec::new();
+                watch(&path, |a| {
+                    seen.push(a.clone());
+                    false
+                })
+                .await
+                .unwrap();
+                seen
+            }
+        });
+        // The watcher is subscribed once its request reached the daemon.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let a = Approval {
+            payment_hash: "ab".repeat(32),
+            kind: "keysend".into(),
+            amount_msat: Some(123_000),
+            detail: "02aa".into(),
+            destination: Some("02aa".into()),
+            description: None,
+            requested_at: crate::approvals::now(),
+            decision: crate::approvals::Decision::Pending,
+            decided_at: None,
+        };
+        let asked = tokio::task::spawn_blocking({
+            let (signer, a) = (signer.clone(), a.clone());
+            move || {
+                signer.approvals().ask(
+                    signer.store(),
+                    &[0xab; 32],
+                    a,
+                    std::time::Duration::from_millis(200),
+                )
+            }
+        });
+        assert_eq!(
+            asked.await.unwrap().unwrap(),
+            crate::approvals::Decision::Pending
+        );
+        let seen = watcher.await.unwrap();
+        assert_eq!(seen, vec![a.clone()]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = std::fs::read_to_string(&hooked).unwrap_or_default();
+            if let Ok(v) = serde_json::from_str::<Approval>(&got) {
+                assert_eq!(v, a);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the hook never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }

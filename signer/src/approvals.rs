@@ -32,6 +32,12 @@ pub struct Approval {
     pub amount_msat: Option<u64>,
     /// The invoice, or the keysend destination.
     pub detail: String,
+    /// The node paid, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// The invoice's description, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// When the node asked (unix seconds).
     pub requested_at: u64,
     /// The decision so far.
@@ -57,11 +63,22 @@ pub const MAX_PENDING: usize = 256;
 /// How long a decided or timed-out entry stays listed, seconds.
 pub const KEPT_SECS: u64 = 7 * 86_400;
 
-/// Wakes requests waiting for a decision.
-#[derive(Default)]
+/// Wakes requests waiting for a decision, and tells watchers of new ones.
 pub struct Approvals {
     lock: Mutex<()>,
     decided: Condvar,
+    /// Every request newly queued (`signer approvals watch`, `--on-approval-request`).
+    queued: tokio::sync::broadcast::Sender<Approval>,
+}
+
+impl Default for Approvals {
+    fn default() -> Self {
+        Approvals {
+            lock: Mutex::new(()),
+            decided: Condvar::new(),
+            queued: tokio::sync::broadcast::channel(256).0,
+        }
+    }
 }
 
 /// Seconds since the epoch.
@@ -72,6 +89,11 @@ pub fn now() -> u64 {
 }
 
 impl Approvals {
+    /// New requests, as they are queued (a watcher that falls 256 behind misses some).
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Approval> {
+        self.queued.subscribe()
+    }
+
     /// The decision recorded for `hash`, if the operator was ever asked.
     pub fn lookup(store: &Store, hash: &[u8; 32]) -> Result<Option<Approval>> {
         store.record(Records::Approvals, hash)
@@ -114,6 +136,8 @@ impl Approvals {
                     );
                     t.put_record(Records::Approvals, hash, &a)?;
                     t.commit()?;
+                    // Nobody watching is no error.
+                    let _ = self.queued.send(a.clone());
                 }
             }
         }
@@ -210,4 +234,89 @@ fn prune(t: &mut crate::store::Txn, now: u64) -> Result<()> {
         t.put_record(Records::Approvals, &key, &a)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(hash: u8, amount_msat: u64, at: u64) -> Approval {
+        Approval {
+            payment_hash: hex::encode([hash; 32]),
+            kind: "keysend".into(),
+            amount_msat: Some(amount_msat),
+            detail: "02aa".into(),
+            destination: Some("02aa".into()),
+            description: None,
+            requested_at: at,
+            decision: Decision::Pending,
+            decided_at: None,
+        }
+    }
+
+    #[test]
+    fn a_decision_covers_only_the_terms_decided() {
+        let store = Store::temporary().unwrap();
+        let q = Approvals::default();
+        let t = Duration::ZERO;
+        assert_eq!(
+            q.ask(&store, &[1; 32], request(1, 1_000, now()), t)
+                .unwrap(),
+            Decision::Pending
+        );
+        q.decide(&store, &[1; 32], true).unwrap().unwrap();
+        assert_eq!(
+            q.ask(&store, &[1; 32], request(1, 1_000, now()), t)
+                .unwrap(),
+            Decision::Approved
+        );
+        // The same hash for more is a new request, pending until decided.
+        let more = request(1, 5_000, now());
+        assert_eq!(
+            Approvals::decision_on(&store, &[1; 32], &more).unwrap(),
+            None
+        );
+        assert_eq!(
+            q.ask(&store, &[1; 32], more.clone(), t).unwrap(),
+            Decision::Pending
+        );
+        assert_eq!(
+            Approvals::decision_on(&store, &[1; 32], &more).unwrap(),
+            Some(Decision::Pending)
+        );
+    }
+
+    #[test]
+    fn the_queue_is_capped_oldest_first_and_old_entries_pruned() {
+        let store = Store::temporary().unwrap();
+        let q = Approvals::default();
+        let now = now();
+        // An entry decided long ago goes when the next request is queued.
+        q.ask(
+            &store,
+            &[0; 32],
+            request(0, 1, now - KEPT_SECS - 10),
+            Duration::ZERO,
+        )
+        .unwrap();
+        for i in 1..=MAX_PENDING + 1 {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let mut a = request(0, 1, now + i as u64);
+            a.payment_hash = hex::encode(hash);
+            q.ask(&store, &hash, a, Duration::ZERO).unwrap();
+        }
+        let list = Approvals::list(&store).unwrap();
+        assert_eq!(list.len(), MAX_PENDING + 1, "the stale entry was pruned");
+        let pending = list
+            .iter()
+            .filter(|a| a.decision == Decision::Pending)
+            .count();
+        assert_eq!(
+            pending, MAX_PENDING,
+            "the oldest was refused for the newest"
+        );
+        let oldest = list.iter().min_by_key(|a| a.requested_at).unwrap();
+        assert_eq!(oldest.decision, Decision::Denied);
+    }
 }

@@ -12,6 +12,7 @@
 //! policy = "/etc/signer/policy.toml"    # default: every rule enforced
 //! warn_only = false                     # every rule in warn mode (Core Lightning's behaviour)
 //! passphrase_file = "/run/secrets/hsm-passphrase"
+//! on_approval_request = "notify-send 'payment waits'"   # run for each payment queued
 //! ```
 //!
 //! Relative paths in the file are relative to the file's directory. Unknown keys are refused,
@@ -75,6 +76,9 @@ pub enum ApprovalsCommand {
         /// Its payment hash (hex).
         payment_hash: String,
     },
+    /// Prints each payment as it is queued for a decision, one JSON line each, until
+    /// interrupted (pipe it to a notifier).
+    Watch,
 }
 
 /// `signer init`.
@@ -113,6 +117,10 @@ pub struct RunArgs {
     /// Talk to the proxy without TLS (tests, or peers that cannot do TLS).
     #[arg(long)]
     pub plaintext: bool,
+    /// Shell command run for every payment queued for the operator's decision, with the
+    /// request as JSON on its standard input.
+    #[arg(long, env = "SIGNER_ON_APPROVAL_REQUEST", value_name = "CMD")]
+    pub on_approval_request: Option<String>,
     /// The policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -201,6 +209,8 @@ pub struct FileConfig {
     pub warn_only: bool,
     /// See [`PassphraseArgs::passphrase_file`].
     pub passphrase_file: Option<PathBuf>,
+    /// See [`RunArgs::on_approval_request`].
+    pub on_approval_request: Option<String>,
 }
 
 impl FileConfig {
@@ -285,6 +295,8 @@ pub struct Settings {
     pub policy: PolicySource,
     /// The passphrase file, if given.
     pub passphrase_file: Option<PathBuf>,
+    /// The command run for each payment queued for the operator, if given.
+    pub on_approval_request: Option<String>,
 }
 
 impl Settings {
@@ -352,6 +364,9 @@ impl Settings {
             passphrase_file: passphrase
                 .and_then(|p| p.passphrase_file.clone())
                 .or(file.passphrase_file),
+            on_approval_request: run
+                .and_then(|r| r.on_approval_request.clone())
+                .or(file.on_approval_request),
             data_dir,
         })
     }
@@ -371,12 +386,9 @@ impl Settings {
         } else {
             LinkSecurity::MutualTls(TlsPaths::signer(&self.tls_dir))
         };
-        Ok(DaemonConfig::new(
-            &self.data_dir,
-            url,
-            security,
-            self.policy.load()?,
-        ))
+        let mut config = DaemonConfig::new(&self.data_dir, url, security, self.policy.load()?);
+        config.on_approval_request = self.on_approval_request.clone();
+        Ok(config)
     }
 }
 

@@ -114,6 +114,8 @@ pub struct DaemonConfig {
     /// How long a shutdown waits, after the last in-flight reply, for the proxy to close its
     /// half of the stream (so that the replies are surely on the wire) (2 s).
     pub shutdown_grace: Duration,
+    /// A shell command run for every payment queued for the operator (none).
+    pub on_approval_request: Option<String>,
 }
 
 impl DaemonConfig {
@@ -132,6 +134,7 @@ impl DaemonConfig {
             reconnect: Reconnect::default(),
             lane_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(2),
+            on_approval_request: None,
         }
     }
 }
@@ -206,6 +209,9 @@ pub async fn run(
             "admin socket {}: {e}; `signer approvals` will not work",
             admin_path.display()
         ),
+    }
+    if let Some(cmd) = &config.on_approval_request {
+        tokio::spawn(crate::admin::run_on_queued(signer.clone(), cmd.clone()));
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut lanes =

@@ -73,26 +73,49 @@ fn approvals(settings: &Settings, cmd: &ApprovalsCommand) -> Result<()> {
         ApprovalsCommand::Deny { payment_hash } => AdminRequest::Deny {
             payment_hash: payment_hash.clone(),
         },
+        ApprovalsCommand::Watch => {
+            let path = settings.data_dir.join(ADMIN_SOCKET);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(signer::admin::watch(&path, |a| {
+                println!("{}", serde_json::to_string(a).unwrap_or_default());
+                use std::io::Write;
+                std::io::stdout().flush().is_ok()
+            }))?;
+            return Ok(());
+        }
     };
     let path = settings.data_dir.join(ADMIN_SOCKET);
     let reply = tokio::runtime::Runtime::new()?.block_on(signer::admin::request(&path, &req))?;
     if !reply.ok {
         return Err(reply.error.unwrap_or_else(|| "refused".into()).into());
     }
+    let now = signer::approvals::now();
     for a in &reply.approvals {
         println!(
-            "{} {:<8} {:>16} msat  {:<8} {}",
+            "{} {:<8} {:>16} msat  {:<8} {:>8} ago  to {}  {}",
             a.payment_hash,
             a.kind,
             a.amount_msat.map_or("any".into(), |m| m.to_string()),
             format!("{:?}", a.decision).to_lowercase(),
-            a.detail
+            age(now.saturating_sub(a.requested_at)),
+            a.destination.as_deref().unwrap_or("?"),
+            a.description.as_deref().unwrap_or(&a.detail),
         );
     }
     if reply.approvals.is_empty() {
         println!("no payments wait for a decision");
     }
     Ok(())
+}
+
+/// `secs` as the largest whole unit: `42s`, `5m`, `3h`, `2d`.
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 /// `signer init`: writes the secret first, and only then shows anything, so that a mnemonic

@@ -61,6 +61,8 @@ struct Payment {
     /// Unix seconds after which the invoice may no longer be paid.
     expires_at: Option<u64>,
     detail: String,
+    /// The invoice's description, if it has one.
+    description: Option<String>,
 }
 
 /// An approved payment, as tracked.
@@ -123,6 +125,7 @@ fn keysend_payment(
         expires_at: None,
         destination: Some(destination.to_string()),
         detail: destination.to_string(),
+        description: None,
     }
 }
 
@@ -148,6 +151,13 @@ fn invoice(r: &mut Req<'_>, invstring: &str, check_only: bool) -> Verdict {
         amount_msat: inv.amount_milli_satoshis(),
         expires_at: Some(expires_at),
         destination: Some(inv.recover_payee_pub_key().to_string()),
+        description: match inv.description() {
+            lightning_invoice::Bolt11InvoiceDescriptionRef::Direct(d) => Some(d.to_string()),
+            lightning_invoice::Bolt11InvoiceDescriptionRef::Hash(h) => Some(format!(
+                "description hash {}",
+                hex::encode(h.0.to_byte_array())
+            )),
+        },
         detail: invstring.to_string(),
     };
     preapprove(r, p, check_only)
@@ -296,6 +306,8 @@ fn operator(
         kind: p.kind.into(),
         amount_msat: p.amount_msat,
         detail: p.detail.clone(),
+        destination: p.destination.clone(),
+        description: p.description.clone(),
         requested_at: now(),
         decision: Decision::Pending,
         decided_at: None,
