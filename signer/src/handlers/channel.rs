@@ -229,8 +229,14 @@ pub(crate) fn validate_commitment_tx(r: &mut Req<'_>, m: ValidateCommitmentTx) -
         terms: Some((&m.htlcs, m.feerate)),
     });
     let balance = policy_channel::check_channel_commitment(r, &key, &state, commitment)?;
-    let gain = balance.as_ref().map_or(0, |b| b.gain_sat);
-    super::forwards::check_htlcs(r, &key, Owner::Holder, &m.htlcs, gain)?;
+    let signed = super::forwards::Signed {
+        owner: Owner::Holder,
+        number: n,
+        unrevoked_from: state.holder_revoked_below,
+        htlcs: &m.htlcs,
+        gain_sat: balance.as_ref().map_or(0, |b| b.gain_sat),
+    };
+    super::forwards::check_htlcs(r, &key, signed)?;
     if n <= MAX_COMMITMENT_NUMBER {
         if let Some(b) = balance {
             policy_channel::record_balance(&mut state.holder_balances, n, b);
@@ -287,6 +293,7 @@ pub(crate) fn revoke_commitment_tx(r: &mut Req<'_>, m: RevokeCommitmentTx) -> Re
     check_not_signed_for_broadcast(r, &state, n)?;
     state.holder_revoked_below = state.holder_revoked_below.max(n + 1);
     r.put_channel_state(&key, &state)?;
+    super::forwards::revoked(r, &key, Owner::Holder, state.holder_revoked_below)?;
     Ok(RevokeCommitmentTxReply::new(Secret(secret), point).into())
 }
 
@@ -362,6 +369,12 @@ pub(crate) fn validate_revocation(r: &mut Req<'_>, m: ValidateRevocation) -> Res
     state.counterparty_revoked_below = state.counterparty_revoked_below.max(n.saturating_add(1));
     state.counterparty_points.retain(|&c, _| c > n);
     r.put_channel_state(&key, &state)?;
+    super::forwards::revoked(
+        r,
+        &key,
+        Owner::Counterparty,
+        state.counterparty_revoked_below,
+    )?;
     Ok(ValidateRevocationReply::new().into())
 }
 

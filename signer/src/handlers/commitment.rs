@@ -178,8 +178,14 @@ pub(crate) fn sign_remote_commitment_tx(
         terms: Some((&m.htlcs, m.feerate)),
     };
     let balance = policy_channel::check_channel_commitment(r, &key, &state, Some(commitment))?;
-    let gain = balance.as_ref().map_or(0, |b| b.gain_sat);
-    super::forwards::check_htlcs(r, &key, Owner::Counterparty, &m.htlcs, gain)?;
+    let signed = super::forwards::Signed {
+        owner: Owner::Counterparty,
+        number: n,
+        unrevoked_from: state.counterparty_revoked_below,
+        htlcs: &m.htlcs,
+        gain_sat: balance.as_ref().map_or(0, |b| b.gain_sat),
+    };
+    super::forwards::check_htlcs(r, &key, signed)?;
     if n <= MAX_COMMITMENT_NUMBER {
         if let Some(b) = balance {
             policy_channel::record_balance(&mut state.counterparty_balances, n, b);

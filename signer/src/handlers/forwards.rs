@@ -9,10 +9,13 @@
 //! | `htlc-forward-matched` | an HTLC we offer for a payment hash never preapproved, unless HTLCs of that hash offered to us on other channels cover every HTLC we offer for it and expire at least `min_forward_cltv_delta` blocks after the latest |
 //! | `htlc-forward-settled` | a commitment from which an HTLC offered to us that we forwarded is gone without our balance growing by it, while an HTLC we offered for it is still pending or was claimed |
 //!
-//! Each channel's HTLCs are taken from the newest holder commitment we validated and the newest
-//! counterparty commitment we signed. An HTLC we offer counts as soon as it is on either (the
-//! peer can claim it from either), an HTLC offered to us only once it is on both (before that,
-//! the peer can still leave it out of the commitment it broadcasts).
+//! Each channel's HTLCs are taken from every commitment of either side that is not revoked yet
+//! (holder commitments we validated, counterparty commitments we signed, a commitment signed
+//! again with other content included): any of them can still be broadcast. An HTLC we offer
+//! counts from the first of them that carries it until the last that does is revoked (the peer
+//! can claim it from any); an HTLC offered to us counts only while all of them carry it. So a
+//! forward's failure becomes final only once the downstream peer revoked every commitment with
+//! it, as BOLT 2 has it.
 //!
 //! Whether an HTLC that left a commitment was fulfilled or failed, hsmd's protocol does not
 //! say: the commitment's balance does. `commitment-balance` computes the least our balance may
@@ -53,42 +56,85 @@ struct Part {
     cltv: u32,
 }
 
-/// One direction's HTLCs of a payment hash on one channel, on each side's newest commitment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How many commitments below a new one are recorded as carrying none of a hash first seen
+/// on it (those from the oldest unrevoked one; in a channel that keeps its revocations in
+/// order there are at most two).
+const MAX_FILL: u64 = 8;
+
+/// One direction's HTLCs of a payment hash on one channel, on every commitment of each side
+/// that is not revoked yet (commitment number -> HTLCs; one without any is recorded as 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Sides {
-    holder: Part,
-    counterparty: Part,
+    holder: BTreeMap<u64, Part>,
+    counterparty: BTreeMap<u64, Part>,
 }
 
 impl Sides {
-    fn get(&self, owner: Owner) -> Part {
+    fn side_mut(&mut self, owner: Owner) -> &mut BTreeMap<u64, Part> {
         match owner {
-            Owner::Holder => self.holder,
-            Owner::Counterparty => self.counterparty,
+            Owner::Holder => &mut self.holder,
+            Owner::Counterparty => &mut self.counterparty,
         }
     }
 
-    fn set(&mut self, owner: Owner, p: Part) {
-        match owner {
-            Owner::Holder => self.holder = p,
-            Owner::Counterparty => self.counterparty = p,
-        }
+    /// What `owner`'s commitment `n` replaces: itself when it is signed again, else the newest
+    /// one below it.
+    fn before(&self, owner: Owner, n: u64) -> Part {
+        let side = match owner {
+            Owner::Holder => &self.holder,
+            Owner::Counterparty => &self.counterparty,
+        };
+        side.range(..=n)
+            .next_back()
+            .map(|(_, p)| *p)
+            .unwrap_or_default()
     }
 
-    /// What the peer may claim: the HTLCs on either commitment.
+    /// Records `p` on `owner`'s commitment `n`, forgetting those below `unrevoked_from`; the
+    /// unrevoked ones below `n` not recorded carried none of it.
+    fn record(&mut self, owner: Owner, n: u64, p: Part, unrevoked_from: u64) {
+        self.prune(owner, unrevoked_from);
+        let side = self.side_mut(owner);
+        for k in n.saturating_sub(MAX_FILL).max(unrevoked_from)..n {
+            side.entry(k).or_default();
+        }
+        side.insert(n, p);
+    }
+
+    /// Forgets `owner`'s commitments below `unrevoked_from`.
+    fn prune(&mut self, owner: Owner, unrevoked_from: u64) {
+        let side = self.side_mut(owner);
+        *side = side.split_off(&unrevoked_from);
+    }
+
+    fn all(&self) -> impl Iterator<Item = Part> + '_ {
+        self.holder
+            .values()
+            .chain(self.counterparty.values())
+            .copied()
+    }
+
+    /// What the peer may claim: the most on any commitment that can still be broadcast.
     fn pending(&self) -> u64 {
-        self.holder.msat.max(self.counterparty.msat)
+        self.all().map(|p| p.msat).max().unwrap_or(0)
     }
 
-    /// What is committed to us: the HTLCs on both commitments.
+    /// What is committed to us: the least on any commitment that can still be broadcast,
+    /// either side's (0 unless both sides carry it).
     fn committed(&self) -> u64 {
-        self.holder.msat.min(self.counterparty.msat)
+        if self.holder.is_empty() || self.counterparty.is_empty() {
+            return 0;
+        }
+        self.all().map(|p| p.msat).min().unwrap_or(0)
     }
 
-    fn parts(&self) -> impl Iterator<Item = Part> {
-        [self.holder, self.counterparty]
-            .into_iter()
-            .filter(|p| p.msat > 0)
+    fn parts(&self) -> impl Iterator<Item = Part> + '_ {
+        self.all().filter(|p| p.msat > 0)
+    }
+
+    /// No unrevoked commitment carries any of it.
+    fn is_empty(&self) -> bool {
+        self.parts().next().is_none()
     }
 }
 
@@ -117,16 +163,35 @@ impl HashHtlcs {
     fn is_empty(&self) -> bool {
         self.incoming.is_empty() && self.outgoing.is_empty()
     }
-}
 
-/// Sets one side of one channel's HTLCs in `map`, dropping the channel once both are empty.
-fn set(map: &mut BTreeMap<String, Sides>, chan: &str, owner: Owner, p: Part) {
-    let mut sides = map.get(chan).copied().unwrap_or_default();
-    sides.set(owner, p);
-    if sides == Sides::default() {
-        map.remove(chan);
-    } else {
-        map.insert(chan.to_string(), sides);
+    /// Records `p` on `owner`'s commitment `n` of `chan` in `map`, returning what it replaces.
+    fn record(
+        map: &mut BTreeMap<String, Sides>,
+        chan: &str,
+        owner: Owner,
+        n: u64,
+        p: Part,
+        unrevoked_from: u64,
+    ) -> Part {
+        let mut sides = map.remove(chan).unwrap_or_default();
+        let before = sides.before(owner, n);
+        sides.record(owner, n, p, unrevoked_from);
+        if !sides.is_empty() {
+            map.insert(chan.to_string(), sides);
+        }
+        before
+    }
+
+    /// Forgets `owner`'s commitments of `chan` below `unrevoked_from`.
+    fn prune(&mut self, chan: &str, owner: Owner, unrevoked_from: u64) {
+        for map in [&mut self.incoming, &mut self.outgoing] {
+            if let Some(sides) = map.get_mut(chan) {
+                sides.prune(owner, unrevoked_from);
+                if sides.is_empty() {
+                    map.remove(chan);
+                }
+            }
+        }
     }
 }
 
@@ -149,16 +214,21 @@ fn by_hash(htlcs: &[HsmHtlc], side: Side) -> BTreeMap<[u8; 32], Part> {
     out
 }
 
-/// Checks and records the HTLCs of `owner`'s new commitment of `channel`; `gain_sat` is what
-/// that commitment gives us beyond the least `commitment-balance` allowed (see the module
-/// docs). Runs in the request's write transaction.
-pub(crate) fn check_htlcs(
-    r: &mut Req<'_>,
-    channel: &ChannelKey,
-    owner: Owner,
-    htlcs: &[HsmHtlc],
-    gain_sat: i64,
-) -> Result<()> {
+/// `owner`'s commitment `number` of a channel: its HTLCs, and what it gives us beyond the least
+/// `commitment-balance` allowed (`gain_sat`, see the module docs). `unrevoked_from` is the
+/// oldest commitment of that side not revoked yet.
+pub(crate) struct Signed<'a> {
+    pub owner: Owner,
+    pub number: u64,
+    pub unrevoked_from: u64,
+    pub htlcs: &'a [HsmHtlc],
+    pub gain_sat: i64,
+}
+
+/// Checks and records the HTLCs of a new commitment of `channel`. Runs in the request's write
+/// transaction.
+pub(crate) fn check_htlcs(r: &mut Req<'_>, channel: &ChannelKey, c: Signed<'_>) -> Result<()> {
+    let (owner, htlcs, gain_sat) = (c.owner, c.htlcs, c.gain_sat);
     let chan = hex::encode(channel.to_bytes());
     let now_in = by_hash(htlcs, Side::Remote);
     let now_out = by_hash(htlcs, Side::Local);
@@ -180,18 +250,9 @@ pub(crate) fn check_htlcs(
         let mut rec: HashHtlcs = r.txn()?.record(Records::Htlcs, &hash)?.unwrap_or_default();
         let new_in = now_in.get(&hash).copied().unwrap_or_default();
         let new_out = now_out.get(&hash).copied().unwrap_or_default();
-        let old_in = rec
-            .incoming
-            .get(&chan)
-            .map(|s| s.get(owner))
-            .unwrap_or_default();
-        let old_out = rec
-            .outgoing
-            .get(&chan)
-            .map(|s| s.get(owner))
-            .unwrap_or_default();
-        set(&mut rec.incoming, &chan, owner, new_in);
-        set(&mut rec.outgoing, &chan, owner, new_out);
+        let (n, from) = (c.number, c.unrevoked_from);
+        let old_in = HashHtlcs::record(&mut rec.incoming, &chan, owner, n, new_in, from);
+        let old_out = HashHtlcs::record(&mut rec.outgoing, &chan, owner, n, new_out, from);
         if new_out.msat > old_out.msat {
             check_outgoing(r, &hash, &mut rec)?;
         }
@@ -254,6 +315,47 @@ pub(crate) fn check_htlcs(
         txn.remove_record(Records::ChannelPayments, &channel.to_bytes())?;
     } else {
         txn.put_record(Records::ChannelPayments, &channel.to_bytes(), &on_channel)?;
+    }
+    Ok(())
+}
+
+/// `owner`'s commitments of `channel` below `unrevoked_from` were revoked: what they carried can
+/// no longer be claimed.
+pub(crate) fn revoked(
+    r: &mut Req<'_>,
+    channel: &ChannelKey,
+    owner: Owner,
+    unrevoked_from: u64,
+) -> Result<()> {
+    let key = channel.to_bytes();
+    let Some(hashes) = r
+        .txn()?
+        .record::<Vec<[u8; 32]>>(Records::ChannelPayments, &key)?
+    else {
+        return Ok(());
+    };
+    let chan = hex::encode(key);
+    let mut still = Vec::new();
+    for hash in hashes {
+        let Some(mut rec) = r.txn()?.record::<HashHtlcs>(Records::Htlcs, &hash)? else {
+            continue;
+        };
+        rec.prune(&chan, owner, unrevoked_from);
+        let txn = r.txn()?;
+        if rec.incoming.contains_key(&chan) || rec.outgoing.contains_key(&chan) {
+            still.push(hash);
+        }
+        if rec.is_empty() {
+            txn.remove_record(Records::Htlcs, &hash)?;
+        } else {
+            txn.put_record(Records::Htlcs, &hash, &rec)?;
+        }
+    }
+    let txn = r.txn()?;
+    if still.is_empty() {
+        txn.remove_record(Records::ChannelPayments, &key)?;
+    } else {
+        txn.put_record(Records::ChannelPayments, &key, &still)?;
     }
     Ok(())
 }
@@ -351,14 +453,54 @@ mod tests {
         }
     }
 
-    /// Runs one commitment through [`check_htlcs`], committing what it records if it passes.
-    fn run(s: &Signer, c: u64, owner: Owner, htlcs: &[HsmHtlc], gain_sat: i64) -> Result<()> {
+    thread_local! {
+        /// The next commitment number of each (channel, holder?) in this test.
+        static NEXT: std::cell::RefCell<BTreeMap<(u64, bool), u64>> = Default::default();
+    }
+
+    /// Runs `owner`'s commitment `n` of channel `c` through [`check_htlcs`] (commitments below
+    /// `from` revoked), committing what it records if it passes.
+    fn sign(
+        s: &Signer,
+        c: u64,
+        owner: Owner,
+        (n, from): (u64, u64),
+        htlcs: &[HsmHtlc],
+        gain_sat: i64,
+    ) -> Result<()> {
         let session = s.session().unwrap();
         let client = ClientContext::master();
         let mut r = Req::for_test(&session, &client, s.policy(), s.store(), s.approvals());
-        let res = check_htlcs(&mut r, &chan(c), owner, htlcs, gain_sat);
+        let signed = Signed {
+            owner,
+            number: n,
+            unrevoked_from: from,
+            htlcs,
+            gain_sat,
+        };
+        let res = check_htlcs(&mut r, &chan(c), signed);
         if res.is_ok() {
             r.commit_for_test().unwrap();
+        }
+        res
+    }
+
+    /// `owner`'s commitments of channel `c` below `from` are revoked.
+    fn revoke(s: &Signer, c: u64, owner: Owner, from: u64) {
+        let session = s.session().unwrap();
+        let client = ClientContext::master();
+        let mut r = Req::for_test(&session, &client, s.policy(), s.store(), s.approvals());
+        revoked(&mut r, &chan(c), owner, from).unwrap();
+        r.commit_for_test().unwrap();
+    }
+
+    /// The next commitment of `owner` on channel `c`, every older one revoked at once.
+    fn run(s: &Signer, c: u64, owner: Owner, htlcs: &[HsmHtlc], gain_sat: i64) -> Result<()> {
+        let key = (c, owner == Owner::Holder);
+        let n = NEXT.with(|m| *m.borrow().get(&key).unwrap_or(&0));
+        let res = sign(s, c, owner, (n, n), htlcs, gain_sat);
+        if res.is_ok() {
+            NEXT.with(|m| m.borrow_mut().insert(key, n + 1));
         }
         res
     }
@@ -509,6 +651,66 @@ mod tests {
         assert_eq!(e.rule(), Some(WITHIN_APPROVED));
         // What is left of the allowance (1%) may still go out.
         run(&s, 2, Owner::Counterparty, &[out(5, 1_000, 500)], 0).unwrap();
+    }
+
+    #[test]
+    fn a_forward_fails_back_only_once_the_downstream_peer_revoked_what_carried_it() {
+        let s = enforcing();
+        both(&s, 1, &[inc(7, 51_000, 520)], 0).unwrap();
+        // Channel 2's commitments 1 carry the forward; 0 is revoked.
+        sign(&s, 2, Owner::Holder, (1, 0), &[out(7, 50_000, 500)], 0).unwrap();
+        sign(
+            &s,
+            2,
+            Owner::Counterparty,
+            (1, 0),
+            &[out(7, 50_000, 500)],
+            0,
+        )
+        .unwrap();
+        revoke(&s, 2, Owner::Holder, 1);
+        revoke(&s, 2, Owner::Counterparty, 1);
+        // The downstream peer fails it: commitments 2 without it, our balance back.
+        sign(&s, 2, Owner::Holder, (2, 1), &[], 50).unwrap();
+        revoke(&s, 2, Owner::Holder, 2);
+        sign(&s, 2, Owner::Counterparty, (2, 1), &[], 50).unwrap();
+        // The peer's commitment 1, with the HTLC, is not revoked yet: the peer can still
+        // broadcast it and claim the HTLC with the preimage. Failing back now is refused.
+        let e = run(&s, 1, Owner::Holder, &[], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_SETTLED));
+        revoke(&s, 2, Owner::Counterparty, 2);
+        both(&s, 1, &[], 0).unwrap();
+        assert!(s
+            .store()
+            .records::<HashHtlcs>(Records::Htlcs)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn an_htlc_offered_to_us_counts_only_while_every_unrevoked_commitment_carries_it() {
+        let s = enforcing();
+        // Commitments 0 of channel 1 carry nothing; 1 carries the incoming HTLC.
+        sign(&s, 1, Owner::Holder, (0, 0), &[], 0).unwrap();
+        sign(&s, 1, Owner::Counterparty, (0, 0), &[], 0).unwrap();
+        sign(&s, 1, Owner::Holder, (1, 0), &[inc(7, 51_000, 520)], 0).unwrap();
+        sign(
+            &s,
+            1,
+            Owner::Counterparty,
+            (1, 0),
+            &[inc(7, 51_000, 520)],
+            0,
+        )
+        .unwrap();
+        // Commitments 0 can still be broadcast, without it: nothing to forward yet.
+        let e = run(&s, 2, Owner::Counterparty, &[out(7, 50_000, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_MATCHED));
+        revoke(&s, 1, Owner::Holder, 1);
+        let e = run(&s, 2, Owner::Counterparty, &[out(7, 50_000, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(FORWARD_MATCHED));
+        revoke(&s, 1, Owner::Counterparty, 1);
+        run(&s, 2, Owner::Counterparty, &[out(7, 50_000, 500)], 0).unwrap();
     }
 
     #[test]
