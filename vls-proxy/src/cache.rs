@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 /// Request hash -> (when approved, the reply).
 type Entries = LruCache<[u8; 32], (Instant, Vec<u8>)>;
 
-/// Approved preapprovals by SHA-256 of the raw request, each valid for a TTL.
+/// Approved preapprovals by SHA-256 of the client's context and the raw request, each valid
+/// for a TTL.
 pub struct PreapprovalCache {
     entries: Option<Mutex<Entries>>,
     ttl: Duration,
@@ -27,6 +28,24 @@ impl PreapprovalCache {
             entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
             ttl,
         }
+    }
+
+    /// The cache key of `message` from the client of `context` (`None`: lightningd's own fd).
+    pub fn key(context: Option<&proto::hsmd::HsmRequestContext>, message: &[u8]) -> [u8; 32] {
+        use bitcoin::hashes::{sha256, Hash, HashEngine};
+        let mut e = sha256::Hash::engine();
+        match context {
+            None => e.input(&[0]),
+            Some(c) => {
+                e.input(&[1]);
+                e.input(&(c.peer_id.len() as u64).to_be_bytes());
+                e.input(&c.peer_id);
+                e.input(&c.dbid.to_be_bytes());
+                e.input(&c.capabilities.to_be_bytes());
+            }
+        }
+        e.input(message);
+        sha256::Hash::from_engine(e).to_byte_array()
     }
 
     /// Whether requests of this type are cached.
@@ -98,5 +117,27 @@ mod tests {
         assert!(PreapprovalCache::new(0, Duration::from_secs(1))
             .get(&[3; 32])
             .is_none());
+    }
+
+    #[test]
+    fn one_clients_approval_is_not_anothers() {
+        let ctx = |peer: u8, dbid, caps| proto::hsmd::HsmRequestContext {
+            peer_id: vec![peer; 33],
+            dbid,
+            capabilities: caps,
+        };
+        let m = b"request";
+        let master = PreapprovalCache::key(None, m);
+        assert_eq!(master, PreapprovalCache::key(None, m));
+        let keys = [
+            master,
+            PreapprovalCache::key(Some(&ctx(2, 1, 8)), m),
+            PreapprovalCache::key(Some(&ctx(3, 1, 8)), m),
+            PreapprovalCache::key(Some(&ctx(2, 2, 8)), m),
+            PreapprovalCache::key(Some(&ctx(2, 1, 9)), m),
+            PreapprovalCache::key(None, b"other"),
+        ];
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
     }
 }

@@ -10,7 +10,6 @@
 use crate::cache::PreapprovalCache;
 use crate::metrics::Metrics;
 use backon::{ExponentialBuilder, Retryable};
-use bitcoin::hashes::{sha256, Hash};
 use proto::hsmd::{HsmRequestContext, SignerRequest, SignerResponse};
 use protocol::msgs::{ClientHsmfd, Init, InitReplyFailure, InitReplyV4};
 use protocol::types::NodeId;
@@ -222,9 +221,11 @@ impl Router {
             .get(..2)
             .map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]));
         self.metrics.request(msg_type);
-        // Only preapprovals are cached (and hashed).
+        // Only preapprovals are cached (and hashed), by client and request: an approval given
+        // to one client is never another's answer (the signer checks each client's
+        // permission to ask).
         let key = PreapprovalCache::applies_to(msg_type)
-            .then(|| sha256::Hash::hash(&message).to_byte_array());
+            .then(|| PreapprovalCache::key(context.as_ref(), &message));
         if let Some(key) = &key {
             if let Some(reply) = self.cache.get(key) {
                 self.metrics.cache_hit();
