@@ -54,6 +54,31 @@ struct Part {
     msat: u64,
     /// Their expiry: the earliest for HTLCs offered to us, the latest for those we offer.
     cltv: u32,
+    /// When the commitment was signed again with other content: what its earlier versions
+    /// carried (the most for HTLCs we offer, the least for those offered to us). They can
+    /// still be broadcast until the commitment is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    earlier: Option<u64>,
+}
+
+impl Part {
+    fn new(msat: u64, cltv: u32) -> Part {
+        Part {
+            msat,
+            cltv,
+            earlier: None,
+        }
+    }
+
+    /// The most any version of the commitment carries.
+    fn most(&self) -> u64 {
+        self.msat.max(self.earlier.unwrap_or(0))
+    }
+
+    /// The least every version of the commitment carries.
+    fn least(&self) -> u64 {
+        self.msat.min(self.earlier.unwrap_or(u64::MAX))
+    }
 }
 
 /// How many commitments below a new one are recorded as carrying none of a hash first seen
@@ -91,13 +116,32 @@ impl Sides {
     }
 
     /// Records `p` on `owner`'s commitment `n`, forgetting those below `unrevoked_from`; the
-    /// unrevoked ones below `n` not recorded carried none of it.
-    fn record(&mut self, owner: Owner, n: u64, p: Part, unrevoked_from: u64) {
+    /// unrevoked ones below `n` not recorded carried none of it. Commitment `n` signed again
+    /// with other content (lightningd retrying after a crash) does not replace the first
+    /// version, which can still be broadcast: HTLCs we offer count as the larger of the two,
+    /// HTLCs offered to us as the smaller.
+    fn record(&mut self, owner: Owner, n: u64, p: Part, unrevoked_from: u64, incoming: bool) {
         self.prune(owner, unrevoked_from);
         let side = self.side_mut(owner);
         for k in n.saturating_sub(MAX_FILL).max(unrevoked_from)..n {
             side.entry(k).or_default();
         }
+        let p = match side.get(&n) {
+            Some(first) if first.msat != p.msat || first.earlier.is_some() => Part {
+                msat: p.msat,
+                cltv: if incoming {
+                    first.cltv.min(p.cltv)
+                } else {
+                    first.cltv.max(p.cltv)
+                },
+                earlier: Some(if incoming {
+                    first.least()
+                } else {
+                    first.most()
+                }),
+            },
+            _ => p,
+        };
         side.insert(n, p);
     }
 
@@ -116,7 +160,7 @@ impl Sides {
 
     /// What the peer may claim: the most on any commitment that can still be broadcast.
     fn pending(&self) -> u64 {
-        self.all().map(|p| p.msat).max().unwrap_or(0)
+        self.all().map(|p| p.most()).max().unwrap_or(0)
     }
 
     /// What is committed to us: the least on any commitment that can still be broadcast,
@@ -125,11 +169,11 @@ impl Sides {
         if self.holder.is_empty() || self.counterparty.is_empty() {
             return 0;
         }
-        self.all().map(|p| p.msat).min().unwrap_or(0)
+        self.all().map(|p| p.least()).min().unwrap_or(0)
     }
 
     fn parts(&self) -> impl Iterator<Item = Part> + '_ {
-        self.all().filter(|p| p.msat > 0)
+        self.all().filter(|p| p.most() > 0)
     }
 
     /// No unrevoked commitment carries any of it.
@@ -164,22 +208,30 @@ impl HashHtlcs {
         self.incoming.is_empty() && self.outgoing.is_empty()
     }
 
-    /// Records `p` on `owner`'s commitment `n` of `chan` in `map`, returning what it replaces.
+    /// Records `p` on `owner`'s commitment `n` of `chan` in `map` (`incoming`: HTLCs offered to
+    /// us), returning what the commitment it follows had, or `Err` with what any earlier
+    /// version had for a commitment signed again (the most we offered, the least offered to
+    /// us): nothing left a commitment then, the earlier versions can still be broadcast.
     fn record(
         map: &mut BTreeMap<String, Sides>,
         chan: &str,
-        owner: Owner,
-        n: u64,
+        (owner, n, unrevoked_from): (Owner, u64, u64),
         p: Part,
-        unrevoked_from: u64,
-    ) -> Part {
+        incoming: bool,
+    ) -> std::result::Result<u64, u64> {
         let mut sides = map.remove(chan).unwrap_or_default();
         let before = sides.before(owner, n);
-        sides.record(owner, n, p, unrevoked_from);
+        let resigned = matches!(owner, Owner::Holder) && sides.holder.contains_key(&n)
+            || matches!(owner, Owner::Counterparty) && sides.counterparty.contains_key(&n);
+        sides.record(owner, n, p, unrevoked_from, incoming);
         if !sides.is_empty() {
             map.insert(chan.to_string(), sides);
         }
-        before
+        match (resigned, incoming) {
+            (true, true) => Err(before.least()),
+            (true, false) => Err(before.most()),
+            (false, _) => Ok(before.msat),
+        }
     }
 
     /// Forgets `owner`'s commitments of `chan` below `unrevoked_from`.
@@ -200,10 +252,9 @@ fn by_hash(htlcs: &[HsmHtlc], side: Side) -> BTreeMap<[u8; 32], Part> {
     let incoming = side == Side::Remote;
     let mut out: BTreeMap<[u8; 32], Part> = BTreeMap::new();
     for h in htlcs.iter().filter(|h| h.side == side) {
-        let p = out.entry(h.payment_hash.to_byte_array()).or_insert(Part {
-            msat: 0,
-            cltv: if incoming { u32::MAX } else { 0 },
-        });
+        let p = out
+            .entry(h.payment_hash.to_byte_array())
+            .or_insert(Part::new(0, if incoming { u32::MAX } else { 0 }));
         p.msat = p.msat.saturating_add(h.amount.to_msat());
         p.cltv = if incoming {
             p.cltv.min(h.cltv_expiry)
@@ -250,20 +301,22 @@ pub(crate) fn check_htlcs(r: &mut Req<'_>, channel: &ChannelKey, c: Signed<'_>) 
         let mut rec: HashHtlcs = r.txn()?.record(Records::Htlcs, &hash)?.unwrap_or_default();
         let new_in = now_in.get(&hash).copied().unwrap_or_default();
         let new_out = now_out.get(&hash).copied().unwrap_or_default();
-        let (n, from) = (c.number, c.unrevoked_from);
-        let old_in = HashHtlcs::record(&mut rec.incoming, &chan, owner, n, new_in, from);
-        let old_out = HashHtlcs::record(&mut rec.outgoing, &chan, owner, n, new_out, from);
-        if new_out.msat > old_out.msat {
+        let at = (owner, c.number, c.unrevoked_from);
+        let old_in = HashHtlcs::record(&mut rec.incoming, &chan, at, new_in, true);
+        let old_out = HashHtlcs::record(&mut rec.outgoing, &chan, at, new_out, false);
+        if new_out.msat > old_out.unwrap_or_else(|most| most) {
             check_outgoing(r, &hash, &mut rec)?;
         }
-        if new_in.msat < old_in.msat
+        let old_in = old_in.unwrap_or(0);
+        if new_in.msat < old_in
             && rec.forwarded
             && (rec.outgoing_pending() > 0 || rec.claimed_downstream)
         {
-            failed_back.push((hash, old_in.msat - new_in.msat));
+            failed_back.push((hash, old_in - new_in.msat));
         }
-        if new_out.msat < old_out.msat {
-            left_downstream.push((hash, old_out.msat - new_out.msat));
+        let old_out = old_out.unwrap_or(0);
+        if new_out.msat < old_out {
+            left_downstream.push((hash, old_out - new_out.msat));
         }
         if rec.incoming.contains_key(&chan) || rec.outgoing.contains_key(&chan) {
             on_channel.push(hash);
@@ -711,6 +764,31 @@ mod tests {
         assert_eq!(e.rule(), Some(FORWARD_MATCHED));
         revoke(&s, 1, Owner::Counterparty, 1);
         run(&s, 2, Owner::Counterparty, &[out(7, 50_000, 500)], 0).unwrap();
+    }
+
+    #[test]
+    fn a_commitment_signed_again_keeps_what_its_first_version_offered_until_revoked() {
+        let s = enforcing();
+        assert!(ask(&s, &invoice(Some(100_000), 5, 0)).0);
+        sign(
+            &s,
+            1,
+            Owner::Counterparty,
+            (1, 1),
+            &[out(5, 100_000, 500)],
+            0,
+        )
+        .unwrap();
+        // lightningd crashed before it stored the HTLC: commitment 1 again, without it.
+        sign(&s, 1, Owner::Counterparty, (1, 1), &[], 0).unwrap();
+        // The first version can still be broadcast: the payment is still out, elsewhere too.
+        let e = run(&s, 2, Owner::Counterparty, &[out(5, 100_000, 500)], 0).unwrap_err();
+        assert_eq!(e.rule(), Some(WITHIN_APPROVED));
+        // Commitment 2 follows the second version (nothing left it), and once the peer
+        // revoked commitment 1, the payment may go out elsewhere: it was never claimed.
+        sign(&s, 1, Owner::Counterparty, (2, 1), &[], 0).unwrap();
+        revoke(&s, 1, Owner::Counterparty, 2);
+        run(&s, 2, Owner::Counterparty, &[out(5, 100_000, 500)], 0).unwrap();
     }
 
     #[test]

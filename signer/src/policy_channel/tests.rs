@@ -1143,3 +1143,37 @@ fn golden_corpus_channels_pass_the_content_rules() {
     .collect();
     assert_eq!(refusals, expected);
 }
+
+/// lightningd signs the peer's commitment 1 with an HTLC we offer, crashes before it persists
+/// that, and on restart signs commitment 1 again without it (Core Lightning #9213): the second
+/// version passes like the first, the channel goes on, and the payment may be retried (only
+/// one of the commitments that carry it can confirm), but once claimed not paid again.
+#[test]
+fn a_commitment_signed_again_after_a_crash_lets_the_channel_go_on() {
+    let c =
+        Chan::open(Policy::from_toml(&format!("[limits]\nmax_push_msat = {PUSH_MSAT}\n")).unwrap());
+    let keysend = PreapproveKeysend::new(
+        peer_id(),
+        sha256::Hash::hash(&[1]),
+        AmountMsat::from_msat(50_000_000),
+    );
+    let approved = c.ask(&c.master, keysend).unwrap();
+    assert!(PreapproveKeysendReply::decode(&approved).unwrap().approved);
+    let m0 = Model::opening();
+    c.step(0, &m0);
+    let paying = m0.clone().offer(50_000_000, 1);
+    c.sign_remote(1, &c.build(Owner::Counterparty, 1, &paying))
+        .unwrap();
+    // The restart: commitment 1 again, without the HTLC (lightningd never stored it).
+    c.step(1, &m0);
+    // The retry on the same channel: whichever commitment confirms pays it once.
+    let retry = m0.clone().offer(50_000_000, 1);
+    c.step(2, &retry);
+    c.step(3, &retry.clone().fulfill(1));
+    // It was claimed: paying it once more is refused.
+    let again = retry.fulfill(1).offer(50_000_000, 1);
+    let e = c
+        .sign_remote(4, &c.build(Owner::Counterparty, 4, &again))
+        .unwrap_err();
+    assert_eq!(e.rule(), Some("payment-within-approved-amount"));
+}
