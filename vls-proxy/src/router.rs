@@ -402,8 +402,26 @@ impl Router {
         }
     }
 
+    /// Whether `stream` answered init with the right identity.
+    pub fn is_ready(&self, stream: u64) -> bool {
+        matches!(&*self.link.borrow(), Link::Ready { stream: s, .. } if *s == stream)
+    }
+
+    /// Whether an init went out on `stream`, the current stream, and waits for its answer: the
+    /// node's replayed init (sent on every new stream once one was answered), or the node's
+    /// first one.
+    pub fn init_pending_on(&self, stream: u64) -> bool {
+        let map = lock(&self.inflight);
+        let current =
+            matches!(&*self.link.borrow(), Link::Connected { stream: s, .. } if *s == stream);
+        current
+            && (lock(&self.pinned).is_some()
+                || map.values().any(|e| e.is_init && e.sent_on == Some(stream)))
+    }
+
     /// A reply from the signer on `stream`, handed to whoever waits for it. A reply to a
-    /// request no longer in flight (a duplicate after a resend) is dropped. A successful
+    /// request no longer in flight (a duplicate after a resend), or to one that was not last
+    /// sent on this stream (a stream may only answer what it was asked), is dropped. A successful
     /// reply to the node's init must carry the expected node id: otherwise the request stays
     /// in flight for the next signer and the error says why this one is refused.
     pub fn reply(&self, stream: u64, resp: SignerResponse) -> Result<(), String> {
@@ -412,6 +430,13 @@ impl Router {
             log::debug!("reply to request {} that is not in flight", resp.request_id);
             return Ok(());
         };
+        if e.sent_on != Some(stream) {
+            log::warn!(
+                "signer stream {stream} answered request {}, which was not sent on it: dropped",
+                resp.request_id
+            );
+            return Ok(());
+        }
         // A failed init (the signer cannot open its secret) goes to lightningd as hsmd's
         // `hsmd_init_reply_failure`; only a successful one is checked and makes the link ready.
         let init_ok = e.is_init
@@ -488,6 +513,43 @@ pub(crate) mod tests {
         ))
         .encode()
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stream_answers_only_what_was_sent_on_it() {
+        let router = Router::new(RouterConfig::default(), Arc::new(Metrics::default()));
+        let (first_out, mut first) = mpsc::unbounded_channel();
+        let Admission::Admitted(s1) = router.admit(first_out) else {
+            panic!("no stream is up");
+        };
+        let call = {
+            let router = router.clone();
+            tokio::spawn(async move { router.call(None, init()).await })
+        };
+        let sent = first.recv().await.expect("the init goes out");
+        assert!(router.init_pending_on(s1));
+        assert!(!router.is_ready(s1));
+        // A reply for it from another (never admitted) stream is dropped.
+        let forged = SignerResponse {
+            request_id: sent.request_id,
+            message: b"forged".to_vec(),
+            ..Default::default()
+        };
+        router.reply(s1 + 1, forged).unwrap();
+        assert!(!call.is_finished());
+        // A reply to a request never sent is dropped too.
+        router
+            .reply(
+                s1,
+                SignerResponse {
+                    request_id: sent.request_id + 100,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(!call.is_finished());
+        router.down(s1);
+        assert!(!router.init_pending_on(s1));
     }
 
     #[tokio::test]
