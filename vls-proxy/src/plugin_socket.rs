@@ -291,7 +291,7 @@ async fn read_frame(stream: &mut UnixStream) -> io::Result<Option<Vec<u8>>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::router::tests::init;
@@ -307,8 +307,12 @@ mod tests {
 
     const T: Duration = Duration::from_secs(10);
 
-    fn init_reply() -> Vec<u8> {
-        let key = SecretKey::from_slice(&[3; 32]).unwrap();
+    /// The node key of [`init_reply`].
+    pub(crate) const NODE_KEY: [u8; 32] = [3; 32];
+
+    /// An `hsmd_init_reply_v4` naming the node key [`NODE_KEY`].
+    pub(crate) fn init_reply() -> Vec<u8> {
+        let key = SecretKey::from_slice(&NODE_KEY).unwrap();
         let xpriv = Xpriv::new_master(bitcoin::Network::Regtest, &[1; 32]).unwrap();
         InitReplyV4::new(
             6,
@@ -355,7 +359,10 @@ mod tests {
                             Err(e) => resp.error = e.clone(),
                         }
                     }
-                    router.reply(stream, resp).unwrap();
+                    if router.reply(stream, resp).unwrap() {
+                        // This fake signer is taken at its word (the server asks for proof).
+                        router.ready(stream);
+                    }
                 }
             })
         };

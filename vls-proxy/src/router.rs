@@ -424,18 +424,21 @@ impl Router {
     /// sent on this stream (a stream may only answer what it was asked), is dropped. A successful
     /// reply to the node's init must carry the expected node id: otherwise the request stays
     /// in flight for the next signer and the error says why this one is refused.
-    pub fn reply(&self, stream: u64, resp: SignerResponse) -> Result<(), String> {
+    ///
+    /// Returns whether the reply was the node's init, answered with the expected identity:
+    /// the stream must then prove it holds the node key before it is [`Router::ready`].
+    pub fn reply(&self, stream: u64, resp: SignerResponse) -> Result<bool, String> {
         let mut map = lock(&self.inflight);
         let Some(e) = map.get_mut(&resp.request_id) else {
             log::debug!("reply to request {} that is not in flight", resp.request_id);
-            return Ok(());
+            return Ok(false);
         };
         if e.sent_on != Some(stream) {
             log::warn!(
                 "signer stream {stream} answered request {}, which was not sent on it: dropped",
                 resp.request_id
             );
-            return Ok(());
+            return Ok(false);
         }
         // A failed init (the signer cannot open its secret) goes to lightningd as hsmd's
         // `hsmd_init_reply_failure`; only a successful one is checked and makes the link ready.
@@ -452,10 +455,7 @@ impl Router {
         let e = map.remove(&resp.request_id).expect("present above");
         drop(map);
         let _ = e.reply.send(resp);
-        if init_ok {
-            self.ready(stream);
-        }
-        Ok(())
+        Ok(init_ok)
     }
 
     /// Records the node's init with its version range pinned to the negotiated version, and
