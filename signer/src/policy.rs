@@ -72,6 +72,10 @@ pub const RULES: &[(&str, &str)] = &[
         "a commitment spends the channel's funding outpoint, and our balance drops only by the HTLCs we offer and our fee",
     ),
     (
+        "channel-setup-final",
+        "setup_channel may change a channel's parameters only before it is in use (no commitment beyond the first signed or validated, funding not locked); the same setup again is fine",
+    ),
+    (
         "commitment-signed-by-peer",
         "a holder commitment is validated only with the peer's valid signature under the channel's funding keys",
     ),

@@ -73,6 +73,10 @@ pub struct ChannelState {
     /// `setup_channel`, then from each `lock_outpoint` (a splice moves it).
     #[serde(default)]
     pub funding_outpoint: Option<(Vec<u8>, u16)>,
+    /// Set by `lock_outpoint`: the funding (or a splice) transaction is locked in, and
+    /// `setup_channel` may no longer change the channel's parameters.
+    #[serde(default)]
+    pub funding_locked: bool,
     /// The lowest holder commitment number signed for broadcast (`sign_commitment_tx`): it and
     /// every later holder commitment must never be revoked.
     #[serde(default)]

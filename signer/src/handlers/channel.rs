@@ -88,7 +88,9 @@ pub(crate) fn new_channel(r: &mut Req<'_>, m: NewChannel) -> Result<Message> {
 }
 
 /// Answers `SetupChannel`: keeps the channel's parameters (the request itself) and its
-/// funding outpoint.
+/// funding outpoint. Sent again with other parameters, it is refused once the channel is in
+/// use (`channel-setup-final`): lightningd sets up a channel again only for a funding RBF,
+/// before its first commitment is superseded and its funding locked.
 pub(crate) fn setup_channel(r: &mut Req<'_>, m: SetupChannel) -> Result<Message> {
     let key = r.client.channel_key();
     let mut state = r.channel_state(&key)?;
@@ -97,11 +99,27 @@ pub(crate) fn setup_channel(r: &mut Req<'_>, m: SetupChannel) -> Result<Message>
     let encoded = m
         .encode()
         .map_err(|e| SignerError::BadRequest(format!("setup_channel cannot be kept: {e}")))?;
+    let changed = state.setup.as_ref().is_some_and(|s| *s != encoded);
+    let in_use = state.counterparty_signed.is_some_and(|n| n > 0)
+        || state.holder_validated.is_some_and(|n| n > 0)
+        || state.funding_locked;
+    r.policy.check(SETUP_FINAL, !(changed && in_use), || {
+        format!(
+            "channel {} is in use (commitments signed up to {:?}, validated up to {:?}, funding {}): its parameters cannot be set again",
+            key.dbid,
+            state.counterparty_signed,
+            state.holder_validated,
+            if state.funding_locked { "locked" } else { "not locked" }
+        )
+    })?;
     state.setup = Some(encoded);
     state.funding_outpoint = Some((m.funding_txid.to_byte_array().to_vec(), m.funding_txout));
     r.put_channel_state(&key, &state)?;
     Ok(SetupChannelReply::new().into())
 }
+
+/// Rule: a channel's parameters are fixed once it is in use.
+pub(crate) const SETUP_FINAL: &str = "channel-setup-final";
 
 /// Answers `ForgetChannel`: marks the channel forgotten, after which the policy refuses every
 /// request for it. Forgetting an unknown channel is fine (it stays unusable).
@@ -143,6 +161,7 @@ pub(crate) fn lock_outpoint(r: &mut Req<'_>, m: LockOutpoint) -> Result<Message>
         }
     }
     state.funding_outpoint = Some((txid.to_vec(), m.funding_txout));
+    state.funding_locked = true;
     r.put_channel_state(&key, &state)?;
     Ok(LockOutpointReply::new().into())
 }

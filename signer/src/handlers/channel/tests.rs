@@ -138,12 +138,17 @@ impl Channel {
     }
 
     fn setup(&self) -> Result<Vec<u8>, SignerError> {
+        self.setup_funded_by(7)
+    }
+
+    /// `setup_channel` with the funding transaction `[byte; 32]`.
+    fn setup_funded_by(&self, byte: u8) -> Result<Vec<u8>, SignerError> {
         let p = self.peer.basepoints();
         let m = SetupChannel::new(
             true,
             Amount::from_sat(1_000_000),
             AmountMsat::ZERO,
-            Txid::from_byte_array([7; 32]),
+            Txid::from_byte_array([byte; 32]),
             1,
             144,
             vec![],
@@ -668,4 +673,37 @@ fn a_holder_commitment_without_the_peers_valid_signature_is_refused() {
     c.advance_to(0, 0);
     c.validate(1).unwrap();
     assert_eq!(c.state().unwrap().holder_validated, Some(1));
+}
+
+#[test]
+fn a_channel_in_use_keeps_its_parameters() {
+    let c = Channel::new(Store::temporary().unwrap(), state_rules_enforced(), 6);
+    c.new_channel().unwrap();
+    c.setup().unwrap();
+    // Before it is in use: the same setup again, or another one (a funding RBF).
+    c.setup().unwrap();
+    c.setup_funded_by(8).unwrap();
+    c.setup().unwrap();
+    c.sign_remote(0).unwrap();
+    c.validate(0).unwrap();
+    c.setup_funded_by(8).unwrap();
+    c.setup().unwrap();
+    // In use: only the same setup again.
+    c.sign_remote(1).unwrap();
+    let before = c.state();
+    let e = c.setup_funded_by(8).unwrap_err();
+    assert_eq!(e.rule(), Some("channel-setup-final"));
+    assert_eq!(c.state(), before);
+    c.setup().unwrap();
+    // Locked funding, even with no commitment past the first.
+    let c = Channel::new(Store::temporary().unwrap(), state_rules_enforced(), 6);
+    c.new_channel().unwrap();
+    c.setup().unwrap();
+    c.ask(
+        &c.channeld,
+        LockOutpoint::new(Txid::from_byte_array([7; 32]), 1),
+    )
+    .unwrap();
+    let e = c.setup_funded_by(8).unwrap_err();
+    assert_eq!(e.rule(), Some("channel-setup-final"));
 }

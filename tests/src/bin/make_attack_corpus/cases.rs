@@ -194,6 +194,7 @@ pub fn all() -> Vec<CaseBuilder> {
         forward_more_than_offered_to_us(&k),
         forward_expiring_too_late(&k),
         fail_back_a_forward_claimed_downstream(&k),
+        setup_channel_again_in_use(&k),
     ]
 }
 
@@ -1856,4 +1857,31 @@ fn fail_back_a_forward_claimed_downstream(k: &Keys) -> CaseBuilder {
     let c1 = new_channeld(&mut f.b, &f.ch1);
     round(&mut f.b, c1, &f.ch1, 3, &f.incoming.fulfill(FORWARD_ID));
     f.b
+}
+
+fn setup_channel_again_in_use(k: &Keys) -> CaseBuilder {
+    let (mut b, ch, _) = opened(
+        k,
+        "setup_channel_again_in_use",
+        "The channel is at commitment 1 on both sides. An openingd client for it sends \
+         setup_channel again, now declaring the peer as the funder, with twice the value and \
+         another funding outpoint. Then the channel's own setup again (answered), and the next \
+         round.",
+        "Every commitment rule measures against the parameters setup_channel fixed: who \
+         funds (and so pays the fee), the value, the funding outpoint, the keys, the delays. \
+         Changed under a channel in use, they would let later commitments move our balance as \
+         if it had always been the peer's.",
+        1,
+    );
+    let openingd = b.client(ch.peer_id, ch.dbid, Permissions::OPENINGD);
+    let mut other = ch.setup.clone();
+    other.is_outbound = false;
+    other.channel_value = bitcoin::Amount::from_sat(other.channel_value.to_sat() * 2);
+    other.funding_txid = txid(0xf7);
+    b.attack(openingd, other, "channel-setup-final");
+    let openingd = b.client(ch.peer_id, ch.dbid, Permissions::OPENINGD);
+    b.on(openingd, ch.setup_msg());
+    let c = new_channeld(&mut b, &ch);
+    round(&mut b, c, &ch, 2, &history(&ch)[2]);
+    b
 }
