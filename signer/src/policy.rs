@@ -77,7 +77,7 @@ pub const RULES: &[(&str, &str)] = &[
     ),
     (
         "commitment-signed-by-peer",
-        "a holder commitment is validated only with the peer's valid signature under the channel's funding keys",
+        "a holder commitment is validated only with the peer's valid signature under the channel's funding keys, and its valid signature of every HTLC output's HTLC transaction",
     ),
     (
         "onchain-destination-allowlisted",

@@ -13,6 +13,7 @@
 //! | `commitment-feerate` | a commitment whose fee rate (what it pays, over its BOLT 3 weight) is out of range | `min_feerate_per_kw`, `max_feerate_per_kw` |
 //! | `commitment-htlc-limits` | too many HTLCs, too large an HTLC, an output that is no balance, anchor, or listed HTLC | `max_htlcs`, `max_htlc_value_msat` |
 //! | `commitment-balance` | a commitment not spending the funding outpoint, or taking more than the channel, or leaving too much out of its outputs, or giving us less than the history allows | `max_commitment_dust_sat` |
+//! | `commitment-signed-by-peer` | a holder commitment without the peer's valid signature under its funding key, or without its valid signature of each HTLC output's BOLT 3 HTLC transaction (in output order) | |
 //!
 //! Channel types: `option_anchor_outputs` (bit 20, anchors whose HTLC transactions carry their
 //! own fee) is refused: its `SIGHASH_SINGLE|ANYONECANPAY` HTLC signatures let the peer take
@@ -478,6 +479,104 @@ pub(crate) fn check_peer_signature(
     })
 }
 
+/// `commitment-signed-by-peer`, for the HTLCs: one peer signature per HTLC output of our
+/// commitment `c`, in output order, each valid under the peer's HTLC key for the BOLT 3
+/// HTLC-timeout (an HTLC we offered) or HTLC-success transaction spending that output. Without
+/// them the HTLCs of the only commitment we may broadcast could never be claimed by us.
+pub(crate) fn check_peer_htlc_signatures(
+    policy: &Policy,
+    ch: &Channel<'_>,
+    c: &Commitment<'_>,
+    sigs: &[protocol::types::BitcoinSignature],
+) -> Result<()> {
+    let Some((htlcs, feerate)) = c.terms else {
+        return Ok(());
+    };
+    let t = &ch.setup.channel_type;
+    let anchors = t.has(ChannelType::ANCHORS_ZERO_FEE_HTLC) || t.has(ChannelType::ANCHOR_OUTPUTS);
+    let n = c.number;
+    let checked = (|| -> std::result::Result<(), String> {
+        let scripts = Scripts::of(ch, Owner::Holder, &c.point, anchors)
+            .ok_or_else(|| format!("the keys of holder commitment {n} cannot be derived"))?;
+        let delayed = derive_simple_pubkey(&ch.secrets.basepoints().delayed_payment, &c.point)
+            .map_err(|_| format!("the delayed key of holder commitment {n} cannot be derived"))?;
+        let setup = ch.setup;
+        // The HTLC transactions pay the delayed output our balance has (see `Scripts::of`).
+        let to_local: Vec<ScriptBuf> = [setup.remote_to_self_delay, setup.local_to_self_delay]
+            .iter()
+            .map(|&d| p2wsh(to_local_script(&scripts.revocation, d, &delayed)))
+            .collect();
+        let mut listed: HashMap<(ScriptBuf, u64), Vec<&HsmHtlc>> = HashMap::new();
+        for h in htlcs {
+            let key = (scripts.htlc(h, Owner::Holder), h.amount.to_msat() / 1000);
+            listed.entry(key).or_default().push(h);
+        }
+        let tx = &c.tx.tx;
+        let txid = tx.compute_txid();
+        let mut k = 0usize;
+        for (i, out) in tx.output.iter().enumerate() {
+            let spk = &out.script_pubkey;
+            if scripts.anchors.contains(spk)
+                || scripts.ours.contains(spk)
+                || scripts.theirs.contains(spk)
+            {
+                continue;
+            }
+            let sat = out.value.to_sat();
+            // An output that is no listed HTLC is `commitment-htlc-limits`' to refuse.
+            let Some(h) = listed.get_mut(&(spk.clone(), sat)).and_then(Vec::pop) else {
+                continue;
+            };
+            let sig = sigs.get(k).ok_or_else(|| {
+                format!(
+                    "holder commitment {n} has more HTLC outputs than the {} HTLC signatures given",
+                    sigs.len()
+                )
+            })?;
+            k += 1;
+            let wscript = scripts.htlc_wscript(h, Owner::Holder);
+            let outpoint = bitcoin::OutPoint {
+                txid,
+                vout: i as u32,
+            };
+            let valid = to_local.iter().any(|spk| {
+                let htlc_tx = crate::bolt3::htlc_tx(
+                    outpoint,
+                    sat,
+                    h.side == Side::Local,
+                    h.cltv_expiry,
+                    spk.clone(),
+                    feerate,
+                    anchors,
+                );
+                crate::bolt3::htlc_signature_valid(
+                    &htlc_tx,
+                    &wscript,
+                    sat,
+                    sig,
+                    &scripts.other_htlc,
+                    anchors,
+                )
+            });
+            if !valid {
+                return Err(format!(
+                    "HTLC signature {} of holder commitment {n} (output {i}) is not the peer's valid signature of its HTLC transaction",
+                    k - 1
+                ));
+            }
+        }
+        if k != sigs.len() {
+            return Err(format!(
+                "holder commitment {n} has {k} HTLC outputs but {} HTLC signatures were given",
+                sigs.len()
+            ));
+        }
+        Ok(())
+    })();
+    let why = checked.err();
+    policy.check(SIGNED_BY_PEER, why.is_none(), || why.unwrap_or_default())
+}
+
 /// Remembers what commitment `n` gave us, keeping the newest two of that side.
 pub(crate) fn record_balance(
     history: &mut BTreeMap<u64, CommitmentBalance>,
@@ -725,10 +824,15 @@ impl Scripts {
 
     /// The script pubkey of HTLC `h` on a commitment of `owner`.
     fn htlc(&self, h: &HsmHtlc, owner: Owner) -> ScriptBuf {
+        p2wsh(self.htlc_wscript(h, owner))
+    }
+
+    /// The witness script of HTLC `h` on a commitment of `owner`.
+    fn htlc_wscript(&self, h: &HsmHtlc, owner: Owner) -> ScriptBuf {
         // `side` says who offered it: `Local` is us.
         let offered_by_owner = (h.side == Side::Local) == (owner == Owner::Holder);
         let hash = ripemd160::Hash::hash(h.payment_hash.as_byte_array()).to_byte_array();
-        let script = htlc_script(
+        htlc_script(
             offered_by_owner,
             &self.revocation,
             &self.owner_htlc,
@@ -736,8 +840,7 @@ impl Scripts {
             &hash,
             h.cltv_expiry,
             self.anchors_channel,
-        );
-        p2wsh(script)
+        )
     }
 }
 

@@ -28,11 +28,16 @@ enum Outcome {
 
 /// Replays one case; returns the mismatches.
 fn replay(case: &Value) -> Vec<String> {
+    replay_under(case, Policy::warn_only())
+}
+
+/// Replays one case under `policy`; returns the mismatches.
+fn replay_under(case: &Value, policy: Policy) -> Vec<String> {
     let secret = match case.get("hsm_secret_file").and_then(Value::as_str) {
         Some(f) => hex::decode(f).unwrap(),
         None => hex::decode(case["hsm_secret"].as_str().unwrap()).unwrap(),
     };
-    let signer = Signer::new(secret, Store::temporary().unwrap(), Policy::warn_only());
+    let signer = Signer::new(secret, Store::temporary().unwrap(), policy);
     let mut clients: Vec<Option<ClientContext>> = vec![Some(ClientContext::master())];
     let mut mismatches = Vec::new();
     let mut exited = false;
@@ -107,6 +112,39 @@ fn replay(case: &Value) -> Vec<String> {
         }
     }
     mismatches
+}
+
+/// Core Lightning's real commitments (the golden corpus's channels, HTLCs included) carry the
+/// peer's valid commitment and HTLC signatures: `commitment-signed-by-peer` enforced, every
+/// step still answers as hsmd did.
+#[test]
+fn real_peer_signatures_pass_commitment_signed_by_peer() {
+    let policy =
+        Policy::from_toml("default = \"warn\"\n[rules]\ncommitment-signed-by-peer = \"enforce\"\n")
+            .unwrap();
+    let cases = corpus("cln-hsmd-golden.json");
+    let channels: Vec<&Value> = cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("channel_"))
+        .collect();
+    assert!(channels.len() >= 4);
+    let htlc_sigs: usize = channels
+        .iter()
+        .flat_map(|c| c["steps"].as_array().unwrap())
+        .filter_map(|s| hex::decode(s["request"].as_str()?).ok())
+        .filter_map(|r| protocol::msgs::ValidateCommitmentTx::decode(&r).ok())
+        .map(|v| v.htlc_sigs.len())
+        .sum();
+    assert!(
+        htlc_sigs > 0,
+        "the corpus's commitments carry HTLC signatures to check"
+    );
+    for case in channels {
+        let m = replay_under(case, policy.clone());
+        assert!(m.is_empty(), "{m:#?}");
+    }
 }
 
 #[test]

@@ -457,9 +457,13 @@ impl Channel {
     }
 
     /// `validate_commitment_tx` of our commitment `n`, with the peer's real funding signature
-    /// (and one signature per HTLC output; neither Core Lightning's hsmd nor this signer
-    /// checks them).
+    /// and HTLC signatures.
     pub fn validate(&self, n: u64, b: &Built) -> Message {
+        self.validate_with(n, b, self.peer_htlc_sigs(n, b))
+    }
+
+    /// [`Channel::validate`] with these HTLC signatures.
+    pub fn validate_with(&self, n: u64, b: &Built, htlc_sigs: Vec<BitcoinSignature>) -> Message {
         let msg = segwit_v0_sighash(
             &b.tx.tx,
             0,
@@ -472,20 +476,56 @@ impl Channel {
             sig: sign_ecdsa_cln_grind(&msg, &self.peer.funding_key),
             sighash: SighashFlag::All,
         };
-        let htlc_sigs = (0..b.htlcs.len())
-            .map(|i| {
-                let digest = sha256::Hash::hash(&[b"htlc tx".as_slice(), &[i as u8]].concat());
-                BitcoinSignature {
-                    sig: sign_ecdsa_cln_grind(
-                        &secp256k1::Message::from_digest(digest.to_byte_array()),
-                        &self.peer.htlc_basepoint_secret,
-                    ),
-                    sighash: SighashFlag::SingleAnyoneCanPay,
-                }
-            })
-            .collect();
         ValidateCommitmentTx::new(b.tx.clone(), b.htlcs.clone(), n, b.feerate, sig, htlc_sigs)
             .into()
+    }
+
+    /// The peer's signatures of the HTLC transactions of our commitment `n` (`b`), in the
+    /// order of its HTLC outputs (BOLT 2 `commitment_signed`; zero-fee anchors, so
+    /// `SIGHASH_SINGLE|SIGHASH_ANYONECANPAY` and no fee).
+    pub fn peer_htlc_sigs(&self, n: u64, b: &Built) -> Vec<BitcoinSignature> {
+        let s = self.scripts(Owner::Holder, n);
+        let point = self.point(Owner::Holder, n);
+        let key =
+            signer::keys::channel::derive_simple_privkey(&self.peer.htlc_basepoint_secret, &point)
+                .expect("tweak");
+        let txid = b.tx.tx.compute_txid();
+        let mut left: Vec<&HsmHtlc> = b.htlcs.iter().collect();
+        let mut sigs = Vec::new();
+        for (i, out) in b.tx.tx.output.iter().enumerate() {
+            let sat = out.value.to_sat();
+            let Some(at) = left.iter().position(|h| {
+                s.htlc(h, Owner::Holder) == out.script_pubkey && h.amount.to_msat() / 1000 == sat
+            }) else {
+                continue;
+            };
+            let h = left.remove(at);
+            let tx = signer::bolt3::htlc_tx(
+                OutPoint {
+                    txid,
+                    vout: i as u32,
+                },
+                sat,
+                h.side == Side::Local,
+                h.cltv_expiry,
+                p2wsh(&s.to_local_wscript),
+                b.feerate,
+                true,
+            );
+            let msg = segwit_v0_sighash(
+                &tx,
+                0,
+                &s.htlc_wscript(h, Owner::Holder),
+                Amount::from_sat(sat),
+                EcdsaSighashType::SinglePlusAnyoneCanPay,
+            )
+            .expect("sighash");
+            sigs.push(BitcoinSignature {
+                sig: sign_ecdsa_cln_grind(&msg, &key),
+                sighash: SighashFlag::SingleAnyoneCanPay,
+            });
+        }
+        sigs
     }
 
     /// `revoke_commitment_tx` of our commitment `n`.
@@ -665,10 +705,15 @@ impl Scripts {
 
     /// The script pubkey of HTLC `h` on a commitment of `owner`.
     pub fn htlc(&self, h: &HsmHtlc, owner: Owner) -> ScriptBuf {
+        p2wsh(&self.htlc_wscript(h, owner))
+    }
+
+    /// The witness script of HTLC `h` on a commitment of `owner`.
+    pub fn htlc_wscript(&self, h: &HsmHtlc, owner: Owner) -> ScriptBuf {
         // `side` says who offered it: `Local` is us.
         let offered_by_owner = (h.side == Side::Local) == (owner == Owner::Holder);
         let hash = ripemd160::Hash::hash(h.payment_hash.as_byte_array()).to_byte_array();
-        p2wsh(&htlc_script(
+        htlc_script(
             offered_by_owner,
             &self.revocation,
             &self.owner_htlc,
@@ -676,7 +721,7 @@ impl Scripts {
             &hash,
             h.cltv_expiry,
             true,
-        ))
+        )
     }
 }
 

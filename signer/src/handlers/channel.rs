@@ -248,6 +248,22 @@ pub(crate) fn validate_commitment_tx(r: &mut Req<'_>, m: ValidateCommitmentTx) -
         terms: Some((&m.htlcs, m.feerate)),
     });
     let balance = policy_channel::check_channel_commitment(r, &key, &state, commitment)?;
+    if let (Some(setup), Some(point)) = (policy_channel::stored_setup(&state)?, our_point) {
+        let secrets = r.channel_secrets(&key)?;
+        let ch = policy_channel::Channel {
+            setup: &setup,
+            secrets: &secrets,
+            state: &state,
+        };
+        let c = Commitment {
+            owner: Owner::Holder,
+            number: n,
+            point,
+            tx: &m.tx,
+            terms: Some((&m.htlcs, m.feerate)),
+        };
+        policy_channel::check_peer_htlc_signatures(r.policy, &ch, &c, &m.htlc_sigs)?;
+    }
     let signed = super::forwards::Signed {
         owner: Owner::Holder,
         number: n,

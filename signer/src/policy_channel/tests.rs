@@ -391,8 +391,76 @@ impl Chan {
             &self.peer.funding_key,
             Amount::from_sat(VALUE_SAT),
         );
-        let m = ValidateCommitmentTx::new(b.tx.clone(), b.htlcs.clone(), n, b.feerate, sig, vec![]);
+        let htlc_sigs = self.htlc_sigs(n, b);
+        let m =
+            ValidateCommitmentTx::new(b.tx.clone(), b.htlcs.clone(), n, b.feerate, sig, htlc_sigs);
         self.ask(&self.channeld, m)
+    }
+
+    /// The peer's signatures of the HTLC transactions of our commitment `n` (`b`), in the
+    /// order of its HTLC outputs, as `commitment_signed` carries them.
+    fn htlc_sigs(&self, n: u64, b: &Built) -> Vec<BitcoinSignature> {
+        let ours = self.ours();
+        let state = self.state().unwrap_or_default();
+        let ch = Channel {
+            setup: &self.setup,
+            secrets: &ours,
+            state: &state,
+        };
+        let point = ours.per_commitment_point(n).unwrap();
+        let t = &self.setup.channel_type;
+        let anchors =
+            t.has(ChannelType::ANCHORS_ZERO_FEE_HTLC) || t.has(ChannelType::ANCHOR_OUTPUTS);
+        let scripts = Scripts::of(&ch, Owner::Holder, &point, anchors).unwrap();
+        let delayed = derive_simple_pubkey(&ours.basepoints().delayed_payment, &point).unwrap();
+        let to_local = p2wsh(to_local_script(
+            &scripts.revocation,
+            self.setup.remote_to_self_delay,
+            &delayed,
+        ));
+        let key =
+            crate::keys::channel::derive_simple_privkey(&self.peer.htlc_basepoint_secret, &point)
+                .unwrap();
+        let (flag, ty) = if anchors {
+            (
+                SighashFlag::SingleAnyoneCanPay,
+                EcdsaSighashType::SinglePlusAnyoneCanPay,
+            )
+        } else {
+            (SighashFlag::All, EcdsaSighashType::All)
+        };
+        let txid = b.tx.tx.compute_txid();
+        let mut left: Vec<&HsmHtlc> = b.htlcs.iter().collect();
+        let mut sigs = Vec::new();
+        for (i, out) in b.tx.tx.output.iter().enumerate() {
+            let sat = out.value.to_sat();
+            let Some(at) = left.iter().position(|h| {
+                scripts.htlc(h, Owner::Holder) == out.script_pubkey
+                    && h.amount.to_msat() / 1000 == sat
+            }) else {
+                continue;
+            };
+            let h = left.remove(at);
+            let tx = crate::bolt3::htlc_tx(
+                OutPoint {
+                    txid,
+                    vout: i as u32,
+                },
+                sat,
+                h.side == Side::Local,
+                h.cltv_expiry,
+                to_local.clone(),
+                b.feerate,
+                anchors,
+            );
+            let wscript = scripts.htlc_wscript(h, Owner::Holder);
+            let msg = segwit_v0_sighash(&tx, 0, &wscript, Amount::from_sat(sat), ty).unwrap();
+            sigs.push(BitcoinSignature {
+                sig: sign_ecdsa_cln_grind(&msg, &key),
+                sighash: flag,
+            });
+        }
+        sigs
     }
 
     fn sign_holder(&self, n: u64, b: &Built) -> Result<Vec<u8>> {
@@ -1176,4 +1244,46 @@ fn a_commitment_signed_again_after_a_crash_lets_the_channel_go_on() {
         .sign_remote(4, &c.build(Owner::Counterparty, 4, &again))
         .unwrap_err();
     assert_eq!(e.rule(), Some("payment-within-approved-amount"));
+}
+
+/// The peer's signatures of our commitment's HTLC transactions are checked: one per HTLC
+/// output, each valid for its own HTLC transaction.
+#[test]
+fn our_commitment_needs_the_peers_valid_htlc_signatures() {
+    let c = Chan::open(enforcing());
+    let m0 = Model::opening();
+    c.step(0, &m0);
+    let m1 = m0.clone().offer(50_000_000, 1).receive(30_000_000, 2);
+    c.sign_remote(1, &c.build(Owner::Counterparty, 1, &m1))
+        .unwrap();
+    let b = c.build(Owner::Holder, 1, &m1);
+    let sig = crate::test_support::peer_commitment_sig(
+        &b.tx.tx,
+        &c.ours().basepoints().funding_pubkey,
+        &c.peer.funding_key,
+        Amount::from_sat(VALUE_SAT),
+    );
+    let good = c.htlc_sigs(1, &b);
+    assert_eq!(good.len(), 2);
+    let ask = |sigs: Vec<BitcoinSignature>| {
+        let m = ValidateCommitmentTx::new(b.tx.clone(), b.htlcs.clone(), 1, b.feerate, sig, sigs);
+        c.ask(&c.channeld, m)
+    };
+    let before = c.state();
+    // Missing, swapped, or one too many: refused, nothing recorded.
+    for sigs in [
+        vec![],
+        vec![good[0]],
+        vec![good[1], good[0]],
+        vec![good[0], good[1], good[1]],
+    ] {
+        let e = ask(sigs).unwrap_err();
+        assert_eq!(e.rule(), Some(SIGNED_BY_PEER), "{e}");
+        assert_eq!(c.state(), before);
+    }
+    // With SIGHASH_ALL where BOLT 3 says SINGLE|ANYONECANPAY.
+    let mut all = good.clone();
+    all[0].sighash = SighashFlag::All;
+    assert_eq!(ask(all).unwrap_err().rule(), Some(SIGNED_BY_PEER));
+    ask(good).unwrap();
 }

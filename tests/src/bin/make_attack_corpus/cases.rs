@@ -195,6 +195,7 @@ pub fn all() -> Vec<CaseBuilder> {
         forward_expiring_too_late(&k),
         fail_back_a_forward_claimed_downstream(&k),
         setup_channel_again_in_use(&k),
+        validate_holder_commitment_with_a_bad_htlc_signature(&k),
     ]
 }
 
@@ -1883,5 +1884,44 @@ fn setup_channel_again_in_use(k: &Keys) -> CaseBuilder {
     b.on(openingd, ch.setup_msg());
     let c = new_channeld(&mut b, &ch);
     round(&mut b, c, &ch, 2, &history(&ch)[2]);
+    b
+}
+
+fn validate_holder_commitment_with_a_bad_htlc_signature(k: &Keys) -> CaseBuilder {
+    let (mut b, ch, c) = opened(
+        k,
+        "validate_holder_commitment_with_a_bad_htlc_signature",
+        "The peer offers us an HTLC of 30 000 sat in commitment 2. Our commitment 2 comes to be \
+         validated with the peer's valid signature on the commitment but, for the HTLC, a \
+         signature made with the peer's HTLC key over something else. Afterwards with the \
+         peer's signature of the HTLC's own transaction.",
+        "Once we revoke commitment 1, commitment 2 is the only one we may broadcast, and an \
+         HTLC output on it can be claimed by us only through its HTLC transaction, which needs \
+         the peer's signature: without a valid one, what the HTLC holds is lost to us when we \
+         close on chain.",
+        1,
+    );
+    let m = history(&ch)[2].clone().receive(30_000_000, 5);
+    b.on(c, ch.sign_remote(2, &ch.build(Owner::Counterparty, 2, &m)));
+    b.on(c, ch.peer_revokes(1));
+    let ours = ch.build(Owner::Holder, 2, &m);
+    let mut bad = ch.peer_htlc_sigs(2, &ours);
+    assert_eq!(bad.len(), 1, "one HTLC output");
+    let digest = sha256::Hash::hash(b"not the HTLC transaction");
+    let point = ch.point(Owner::Holder, 2);
+    let key = signer::keys::channel::derive_simple_privkey(&ch.peer.htlc_basepoint_secret, &point)
+        .expect("tweak");
+    bad[0].sig = SECP256K1.sign_ecdsa(
+        &secp256k1::Message::from_digest(digest.to_byte_array()),
+        &key,
+    );
+    b.attack(
+        c,
+        ch.validate_with(2, &ours, bad),
+        "commitment-signed-by-peer",
+    );
+    let c = new_channeld(&mut b, &ch);
+    b.on(c, ch.validate(2, &ours));
+    b.on(c, ch.revoke(1));
     b
 }
