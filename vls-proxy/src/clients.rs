@@ -11,7 +11,7 @@ use crate::router::{CallError, Router};
 use crate::status::Status;
 use proto::hsmd::HsmRequestContext;
 use protocol::frame::tokio_io;
-use protocol::msgs::{ClientHsmfd, Init, InitReplyFailure};
+use protocol::msgs::{ClientHsmfd, ClientHsmfdReply, Init, InitReplyFailure};
 use protocol::socket::{HsmdSocket, WriteHalf};
 use protocol::types::NodeId;
 use std::collections::HashMap;
@@ -135,13 +135,24 @@ impl Proxy {
                     return self.fail(FAIL_INTERNAL_ERROR, desc).await;
                 }
             }
-            let reply = match self.router.call(None, msg.clone()).await {
-                Ok(r) if is_init => self.dev.init_reply(r),
-                Ok(r) => r,
-                Err(e) => {
-                    let (reason, desc) = master_failure(&msg, &e);
-                    return self.fail(reason, desc).await;
-                }
+            // `hsmd_client_hsmfd` is answered here, as VLS's proxy does: its reply is empty
+            // and the signer keeps nothing of it (each later request carries its client's
+            // context), so it costs no round trip and works with signers that do not know it.
+            let local = new_client.as_ref().and_then(|_| {
+                protocol::Message::from(ClientHsmfdReply::new())
+                    .encode()
+                    .ok()
+            });
+            let reply = match local {
+                Some(r) => r,
+                None => match self.router.call(None, msg.clone()).await {
+                    Ok(r) if is_init => self.dev.init_reply(r),
+                    Ok(r) => r,
+                    Err(e) => {
+                        let (reason, desc) = master_failure(&msg, &e);
+                        return self.fail(reason, desc).await;
+                    }
+                },
             };
             self.router.metrics.done();
             if let Err(e) = tokio_io::write(&mut wr, &reply).await {
