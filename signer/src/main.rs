@@ -143,8 +143,28 @@ fn init(settings: &Settings, args: &InitArgs) -> Result<()> {
             std::fs::read(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?,
         );
         let secret =
-            HsmSecret::from_file_bytes(&bytes, passphrase.as_deref().map(Vec::as_slice))
-                .map_err(|e| format!("{} is not a usable hsm_secret: {e}", source.display()))?;
+            match HsmSecret::from_file_bytes(&bytes, passphrase.as_deref().map(Vec::as_slice)) {
+                Ok(secret) => secret,
+                // lightningd gives the passphrase with every `hsmd_init`: a secret that needs one
+                // is kept as it is and checked then, answered as Core Lightning's hsmd answers a
+                // wrong or missing passphrase.
+                Err(signer::secret::SecretError::PassphraseRequired) => {
+                    create_dir()?;
+                    write_new_secret_file(&path, &bytes)?;
+                    eprintln!(
+                    "imported {} into {} (protected by a passphrase, which lightningd gives with \
+                     hsmd_init; `signer node-id --passphrase-file F` shows the node id)",
+                    source.display(),
+                    path.display()
+                );
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(
+                        format!("{} is not a usable hsm_secret: {e}", source.display()).into(),
+                    )
+                }
+            };
         create_dir()?;
         write_new_secret_file(&path, &bytes)?;
         eprintln!(
