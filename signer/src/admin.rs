@@ -143,18 +143,26 @@ pub async fn serve(listener: UnixListener, signer: Arc<Signer>) {
     }
 }
 
+/// The next payment queued for the operator (`None` once the signer is gone); a `who` that
+/// fell behind is told in the log how many it missed.
+async fn next_queued(
+    queued: &mut tokio::sync::broadcast::Receiver<Approval>,
+    who: &str,
+) -> Option<Approval> {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match queued.recv().await {
+            Ok(a) => return Some(a),
+            Err(RecvError::Lagged(n)) => log::warn!("{who} fell behind and missed {n} requests"),
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
 /// Writes each payment queued for the operator as a JSON line, until the watcher goes away.
 async fn stream_queued(signer: &Signer, wr: &mut tokio::net::unix::OwnedWriteHalf) {
     let mut queued = signer.approvals().watch();
-    loop {
-        let a = match queued.recv().await {
-            Ok(a) => a,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                log::warn!("an approvals watcher fell behind and missed {n} requests");
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
+    while let Some(a) = next_queued(&mut queued, "an approvals watcher").await {
         let mut out = serde_json::to_vec(&a).unwrap_or_default();
         out.push(b'\n');
         if wr.write_all(&out).await.is_err() {
@@ -168,15 +176,7 @@ async fn stream_queued(signer: &Signer, wr: &mut tokio::net::unix::OwnedWriteHal
 /// fails is logged; the payment keeps waiting for a decision either way.
 pub async fn run_on_queued(signer: Arc<Signer>, command: String) {
     let mut queued = signer.approvals().watch();
-    loop {
-        let a = match queued.recv().await {
-            Ok(a) => a,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                log::warn!("--on-approval-request missed {n} requests");
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
+    while let Some(a) = next_queued(&mut queued, "--on-approval-request").await {
         let json = serde_json::to_vec(&a).unwrap_or_default();
         let command = command.clone();
         tokio::spawn(async move {

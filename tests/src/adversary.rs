@@ -394,8 +394,7 @@ impl<'a> Run<'a> {
         }
         for (hash, msat) in offered {
             let approved = self.approved.get(&hash).copied().unwrap_or(0);
-            // `max_routing_fee_ppm` and `max_routing_fee_base_msat` of [`POLICY`].
-            let allowed = approved + approved * 10_000 / 1_000_000 + 5_000;
+            let allowed = allowance(approved);
             if approved == 0 || msat > allowed {
                 return Err(Violation(format!(
                     "commitment {n} offers {msat} msat for payment hash {hash}, approved {approved} msat"
@@ -418,7 +417,7 @@ impl<'a> Run<'a> {
                     .filter(|h| h.payment_hash == *hash)
                     .map(|h| h.amount.to_msat())
                     .sum();
-                let allowed = approved + approved * 10_000 / 1_000_000 + 5_000;
+                let allowed = allowance(*approved);
                 // Above any dust limit, so that it is an output and listed (a trimmed HTLC's
                 // value goes to fees, which `commitment-balance` bounds).
                 (
@@ -895,6 +894,12 @@ fn history(ch: &Channel, dbid: u64, c: &mut impl Choices) -> Vec<Model> {
         states.push(next);
     }
     states
+}
+
+/// What HTLCs for a payment approved for `approved_msat` may carry: the amount plus
+/// `max_routing_fee_ppm` and `max_routing_fee_base_msat` of [`POLICY`].
+fn allowance(approved_msat: u64) -> u64 {
+    approved_msat + approved_msat * 10_000 / 1_000_000 + 5_000
 }
 
 /// An address that is neither ours nor allowlisted.

@@ -511,6 +511,18 @@ mod tests {
         static NEXT: std::cell::RefCell<BTreeMap<(u64, bool), u64>> = Default::default();
     }
 
+    /// Runs `f` in a request's write transaction, committing it if `f` succeeds.
+    fn in_request<T>(s: &Signer, f: impl FnOnce(&mut Req<'_>) -> Result<T>) -> Result<T> {
+        let session = s.session().unwrap();
+        let client = ClientContext::master();
+        let mut r = Req::for_test(&session, &client, s.policy(), s.store(), s.approvals());
+        let res = f(&mut r);
+        if res.is_ok() {
+            r.commit_for_test().unwrap();
+        }
+        res
+    }
+
     /// Runs `owner`'s commitment `n` of channel `c` through [`check_htlcs`] (commitments below
     /// `from` revoked), committing what it records if it passes.
     fn sign(
@@ -521,9 +533,6 @@ mod tests {
         htlcs: &[HsmHtlc],
         gain_sat: i64,
     ) -> Result<()> {
-        let session = s.session().unwrap();
-        let client = ClientContext::master();
-        let mut r = Req::for_test(&session, &client, s.policy(), s.store(), s.approvals());
         let signed = Signed {
             owner,
             number: n,
@@ -531,20 +540,12 @@ mod tests {
             htlcs,
             gain_sat,
         };
-        let res = check_htlcs(&mut r, &chan(c), signed);
-        if res.is_ok() {
-            r.commit_for_test().unwrap();
-        }
-        res
+        in_request(s, |r| check_htlcs(r, &chan(c), signed))
     }
 
     /// `owner`'s commitments of channel `c` below `from` are revoked.
     fn revoke(s: &Signer, c: u64, owner: Owner, from: u64) {
-        let session = s.session().unwrap();
-        let client = ClientContext::master();
-        let mut r = Req::for_test(&session, &client, s.policy(), s.store(), s.approvals());
-        revoked(&mut r, &chan(c), owner, from).unwrap();
-        r.commit_for_test().unwrap();
+        in_request(s, |r| revoked(r, &chan(c), owner, from)).unwrap();
     }
 
     /// The next commitment of `owner` on channel `c`, every older one revoked at once.
