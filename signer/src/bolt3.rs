@@ -7,6 +7,7 @@
 //! most 49 secrets are kept, and every secret received so far can be derived from them.
 
 use crate::keys::channel::{shachain_from_seed, MAX_COMMITMENT_NUMBER};
+use crate::memo::Memo;
 use bitcoin::hashes::{hash160, Hash};
 use bitcoin::opcodes::all::*;
 use bitcoin::script::Builder;
@@ -14,6 +15,7 @@ use bitcoin::ScriptBuf;
 use secp256k1::{PublicKey, Scalar, SECP256K1};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 /// The funding output's witness script: `2 <key1> <key2> 2 OP_CHECKMULTISIG`, the two funding
 /// keys ordered by their compressed serialization (lexicographically smaller first), as BOLT 3
@@ -111,7 +113,21 @@ pub fn counterparty_secret(known: &BTreeMap<u64, Vec<u8>>, n: u64) -> Option<[u8
 
 /// BOLT 3 `revocationpubkey`: `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)` for revocation basepoint
 /// `R` and per-commitment point `P`.
+/// Remembered per (basepoint, point) in a bounded table, as a commitment round asks for the
+/// same key several times.
 pub fn revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicKey> {
+    static MEMO: LazyLock<Memo<(PublicKey, PublicKey), Option<PublicKey>>> =
+        LazyLock::new(|| Memo::new(MEMO_CAPACITY));
+    MEMO.get_or((*basepoint, *point), || {
+        compute_revocation_pubkey(basepoint, point)
+    })
+}
+
+/// How many derived BOLT 3 public keys of each kind are remembered: a few rounds' worth of
+/// every channel the signer serves at once.
+pub(crate) const MEMO_CAPACITY: usize = 4096;
+
+fn compute_revocation_pubkey(basepoint: &PublicKey, point: &PublicKey) -> Option<PublicKey> {
     let factor = |a: &PublicKey, b: &PublicKey| {
         let hash: [u8; 32] = Sha256::new()
             .chain_update(a.serialize())

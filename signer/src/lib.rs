@@ -32,6 +32,7 @@ mod handlers;
 pub mod keys;
 mod lanes;
 pub mod limits;
+mod memo;
 pub mod policy;
 mod policy_channel;
 mod policy_onchain;

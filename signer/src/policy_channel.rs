@@ -877,11 +877,19 @@ fn p2wsh(script: ScriptBuf) -> ScriptBuf {
 /// # Errors
 /// [`crate::SignerError::Storage`] if the stored request no longer decodes.
 pub(crate) fn stored_setup(state: &ChannelState) -> Result<Option<SetupChannel>> {
+    // Every request of a channel reads it, and decoding it parses eight public keys: the
+    // decoded form is remembered per stored bytes.
+    static MEMO: std::sync::LazyLock<
+        crate::memo::Memo<Vec<u8>, std::result::Result<SetupChannel, String>>,
+    > = std::sync::LazyLock::new(|| crate::memo::Memo::new(1024));
     state
         .setup
         .as_deref()
         .map(|b| {
-            SetupChannel::decode(b).map_err(|e| {
+            MEMO.get_or(b.to_vec(), || {
+                SetupChannel::decode(b).map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
                 crate::SignerError::Storage(format!("stored setup_channel does not decode: {e}"))
             })
         })

@@ -9,9 +9,11 @@
 //!
 //! Per-commitment secret `n` is the BOLT 3 shachain element at index 2^48 - 1 - n.
 
+use crate::memo::Memo;
 use secp256k1::{PublicKey, Scalar, SecretKey, SECP256K1};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::sync::LazyLock;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -195,6 +197,17 @@ pub fn derive_simple_privkey(
 /// # Errors
 /// [`KeyError::Unusable`] if the tweak is out of range or cancels the point.
 pub fn derive_simple_pubkey(
+    basepoint: &PublicKey,
+    per_commitment_point: &PublicKey,
+) -> Result<PublicKey, KeyError> {
+    static MEMO: LazyLock<Memo<(PublicKey, PublicKey), Result<PublicKey, KeyError>>> =
+        LazyLock::new(|| Memo::new(crate::bolt3::MEMO_CAPACITY));
+    MEMO.get_or((*basepoint, *per_commitment_point), || {
+        compute_simple_pubkey(basepoint, per_commitment_point)
+    })
+}
+
+fn compute_simple_pubkey(
     basepoint: &PublicKey,
     per_commitment_point: &PublicKey,
 ) -> Result<PublicKey, KeyError> {
