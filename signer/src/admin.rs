@@ -3,7 +3,8 @@
 //!
 //! A unix socket in the data directory, created with mode 0600 inside a 0700 directory, so
 //! only the signer's user can open it. One JSON request per line, one JSON reply per line:
-//! `{"cmd": "list"}`, `{"cmd": "approve", "payment_hash": "<hex>"}`,
+//! `{"cmd": "list"}`, `{"cmd": "approve", "payment_hash": "<hex>"}` (with `"amount_msat": N`
+//! for an invoice without an amount),
 //! `{"cmd": "deny", "payment_hash": "<hex>"}` → `{"ok": true, "approvals": [...]}` or
 //! `{"ok": false, "error": "..."}`. `{"cmd": "watch"}` → one line per payment newly queued
 //! for the operator (the JSON of an approval), for as long as the connection stays open.
@@ -34,6 +35,9 @@ pub enum AdminRequest {
     Approve {
         /// Its payment hash, hex.
         payment_hash: String,
+        /// The most it may carry (required for an amountless invoice).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount_msat: Option<u64>,
     },
     /// Deny a queued payment.
     Deny {
@@ -67,7 +71,7 @@ fn failure(e: impl ToString) -> AdminReply {
 
 /// Carries out one request.
 pub fn execute(signer: &Signer, req: AdminRequest) -> AdminReply {
-    let (hash, approve) = match req {
+    let (hash, approve, amount_msat) = match req {
         AdminRequest::List => {
             return match Approvals::list(signer.store()) {
                 Ok(approvals) => AdminReply {
@@ -78,8 +82,11 @@ pub fn execute(signer: &Signer, req: AdminRequest) -> AdminReply {
                 Err(e) => failure(e),
             }
         }
-        AdminRequest::Approve { payment_hash } => (payment_hash, true),
-        AdminRequest::Deny { payment_hash } => (payment_hash, false),
+        AdminRequest::Approve {
+            payment_hash,
+            amount_msat,
+        } => (payment_hash, true, amount_msat),
+        AdminRequest::Deny { payment_hash } => (payment_hash, false, None),
         AdminRequest::Watch => return failure("`watch` streams: it is served by `serve`"),
     };
     let Some(h) = hex::decode(&hash)
@@ -88,13 +95,17 @@ pub fn execute(signer: &Signer, req: AdminRequest) -> AdminReply {
     else {
         return failure(format!("`{hash}` is not a 32-byte payment hash in hex"));
     };
-    match signer.approvals().decide(signer.store(), &h, approve) {
-        Ok(Some(a)) => AdminReply {
+    let decision = if approve {
+        crate::approvals::Verdict::Approve { amount_msat }
+    } else {
+        crate::approvals::Verdict::Deny
+    };
+    match signer.approvals().decide(signer.store(), &h, decision) {
+        Ok(a) => AdminReply {
             ok: true,
             approvals: vec![a],
             error: None,
         },
-        Ok(None) => failure(format!("no payment {hash} waits for a decision")),
         Err(e) => failure(e),
     }
 }
@@ -270,7 +281,18 @@ mod tests {
         assert_eq!(
             r,
             AdminRequest::Approve {
-                payment_hash: "ab".into()
+                payment_hash: "ab".into(),
+                amount_msat: None,
+            }
+        );
+        let r: AdminRequest =
+            serde_json::from_str(r#"{"cmd":"approve","payment_hash":"ab","amount_msat":5000}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            AdminRequest::Approve {
+                payment_hash: "ab".into(),
+                amount_msat: Some(5000),
             }
         );
         assert_eq!(
@@ -300,6 +322,7 @@ mod tests {
             &path,
             &AdminRequest::Approve {
                 payment_hash: "00".repeat(32),
+                amount_msat: None,
             },
         )
         .await
@@ -356,6 +379,7 @@ mod tests {
             requested_at: crate::approvals::now(),
             decision: crate::approvals::Decision::Pending,
             decided_at: None,
+            approved_msat: None,
         };
         let asked = tokio::task::spawn_blocking({
             let (signer, a) = (signer.clone(), a.clone());
@@ -369,7 +393,7 @@ mod tests {
             }
         });
         assert_eq!(
-            asked.await.unwrap().unwrap(),
+            asked.await.unwrap().unwrap().decision,
             crate::approvals::Decision::Pending
         );
         let seen = watcher.await.unwrap();

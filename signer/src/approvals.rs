@@ -44,6 +44,47 @@ pub struct Approval {
     pub decision: Decision,
     /// When the operator decided (unix seconds).
     pub decided_at: Option<u64>,
+    /// For a request without an amount (an amountless invoice), the most the operator
+    /// approved it for: its HTLCs may carry no more, routing fees aside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_msat: Option<u64>,
+}
+
+/// What the operator decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Approve; `amount_msat` bounds a request that carries no amount (required there), and
+    /// must equal the amount of one that does.
+    Approve {
+        /// The most the payment may carry.
+        amount_msat: Option<u64>,
+    },
+    /// Deny.
+    Deny,
+}
+
+/// Why a decision was not recorded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    /// No payment with this hash was ever queued.
+    #[error("no payment {0} waits for a decision")]
+    Unknown(String),
+    /// An amountless request approved without saying for how much.
+    #[error("payment {0} has no amount: approve it with --amount-msat, the most it may carry")]
+    AmountNeeded(String),
+    /// An amount given that is not the request's.
+    #[error("payment {hash} is for {asked} msat, not {given} msat")]
+    OtherAmount {
+        /// The payment hash.
+        hash: String,
+        /// The request's amount.
+        asked: u64,
+        /// The amount the operator named.
+        given: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Signer(#[from] crate::error::SignerError),
 }
 
 impl Approval {
@@ -69,6 +110,8 @@ pub struct Approvals {
     decided: Condvar,
     /// Every request newly queued (`signer approvals watch`, `--on-approval-request`).
     queued: tokio::sync::broadcast::Sender<Approval>,
+    /// Counts the decisions taken: wakes the requests the daemon parked.
+    decisions: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Approvals {
@@ -77,6 +120,7 @@ impl Default for Approvals {
             lock: Mutex::new(()),
             decided: Condvar::new(),
             queued: tokio::sync::broadcast::channel(256).0,
+            decisions: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -89,6 +133,11 @@ pub fn now() -> u64 {
 }
 
 impl Approvals {
+    /// Changes with every decision taken from now on.
+    pub fn decisions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.decisions.subscribe()
+    }
+
     /// New requests, as they are queued (a watcher that falls 256 behind misses some).
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Approval> {
         self.queued.subscribe()
@@ -99,60 +148,71 @@ impl Approvals {
         store.record(Records::Approvals, hash)
     }
 
-    /// The operator's decision on exactly `a`'s terms, if there is one.
-    pub fn decision_on(store: &Store, hash: &[u8; 32], a: &Approval) -> Result<Option<Decision>> {
-        Ok(Approvals::lookup(store, hash)?
-            .filter(|e| e.same_terms(a))
-            .map(|e| e.decision))
+    /// The operator's entry on exactly `a`'s terms, if there is one (its `decision` may still
+    /// be pending).
+    pub fn decision_on(store: &Store, hash: &[u8; 32], a: &Approval) -> Result<Option<Approval>> {
+        Ok(Approvals::lookup(store, hash)?.filter(|e| e.same_terms(a)))
     }
 
-    /// Queues `a` (unless the operator already knows of it) and waits up to `timeout` for a
-    /// decision. Returns the decision at the end of the wait (`Pending` on timeout).
+    /// Queues `a` unless the operator already knows of it, and returns the entry on its
+    /// terms (decided, or pending).
     ///
     /// Runs outside any request transaction: the queue entry is committed at once so the
     /// operator can see it.
+    pub fn queue(&self, store: &Store, hash: &[u8; 32], a: Approval) -> Result<Approval> {
+        let mut t = store.begin()?;
+        match t.record::<Approval>(Records::Approvals, hash)? {
+            Some(existing) if existing.same_terms(&a) => Ok(existing),
+            _ => {
+                prune(&mut t, a.requested_at)?;
+                log::warn!(
+                    "payment {} ({} msat) waits for the operator: `signer approvals approve {}`",
+                    a.payment_hash,
+                    a.amount_msat.map_or("unknown".into(), |m| m.to_string()),
+                    a.payment_hash
+                );
+                t.put_record(Records::Approvals, hash, &a)?;
+                t.commit()?;
+                // Nobody watching is no error.
+                let _ = self.queued.send(a.clone());
+                Ok(a)
+            }
+        }
+    }
+
+    /// Queues `a` (see [`Approvals::queue`]) and waits up to `timeout` for a decision, holding
+    /// the calling thread: for callers of [`crate::Signer::handle`] that want the answer in
+    /// one call. The daemon parks such a request instead (see `lanes`). Returns the entry at
+    /// the end of the wait (still pending on timeout; denied if it was dropped from the
+    /// queue).
     pub fn ask(
         &self,
         store: &Store,
         hash: &[u8; 32],
         a: Approval,
         timeout: Duration,
-    ) -> Result<Decision> {
-        {
-            let mut t = store.begin()?;
-            match t.record::<Approval>(Records::Approvals, hash)? {
-                Some(existing) if existing.same_terms(&a) => {
-                    if existing.decision != Decision::Pending {
-                        return Ok(existing.decision);
-                    }
-                }
-                _ => {
-                    prune(&mut t, a.requested_at)?;
-                    log::warn!(
-                        "payment {} ({} msat) waits for the operator: `signer approvals approve {}`",
-                        a.payment_hash,
-                        a.amount_msat.map_or("unknown".into(), |m| m.to_string()),
-                        a.payment_hash
-                    );
-                    t.put_record(Records::Approvals, hash, &a)?;
-                    t.commit()?;
-                    // Nobody watching is no error.
-                    let _ = self.queued.send(a.clone());
-                }
-            }
+    ) -> Result<Approval> {
+        let queued = self.queue(store, hash, a)?;
+        if queued.decision != Decision::Pending {
+            return Ok(queued);
         }
         let deadline = Instant::now() + timeout;
         let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            match Approvals::decision_on(store, hash, &a)? {
-                Some(Decision::Pending) => {}
-                Some(d) => return Ok(d),
+            match Approvals::decision_on(store, hash, &queued)? {
+                Some(e) if e.decision == Decision::Pending => {}
+                Some(e) => return Ok(e),
                 // Refused to make room for newer requests, or replaced by other terms.
-                None => return Ok(Decision::Denied),
+                None => {
+                    return Ok(Approval {
+                        decision: Decision::Denied,
+                        ..queued
+                    })
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(Decision::Pending);
+                return Ok(queued);
             }
             // Wake at least every second, in case a decision came from another process.
             let wait = left.min(Duration::from_secs(1));
@@ -165,16 +225,38 @@ impl Approvals {
     }
 
     /// Records the operator's decision on `hash` and wakes whoever waits for it. Returns the
-    /// updated entry, or `None` if no payment with this hash was ever queued.
+    /// updated entry.
+    ///
+    /// # Errors
+    /// [`DecideError`]: no such payment, an amountless one approved without an amount, an
+    /// amount other than the request's, or the store's failure.
     pub fn decide(
         &self,
         store: &Store,
         hash: &[u8; 32],
-        approve: bool,
-    ) -> Result<Option<Approval>> {
+        verdict: Verdict,
+    ) -> std::result::Result<Approval, DecideError> {
         let mut t = store.begin()?;
         let Some(mut a) = t.record::<Approval>(Records::Approvals, hash)? else {
-            return Ok(None);
+            return Err(DecideError::Unknown(hex::encode(hash)));
+        };
+        let approve = match verdict {
+            Verdict::Deny => false,
+            Verdict::Approve { amount_msat } => {
+                match (a.amount_msat, amount_msat) {
+                    (None, None) => return Err(DecideError::AmountNeeded(a.payment_hash)),
+                    (Some(asked), Some(given)) if asked != given => {
+                        return Err(DecideError::OtherAmount {
+                            hash: a.payment_hash,
+                            asked,
+                            given,
+                        })
+                    }
+                    (None, Some(given)) => a.approved_msat = Some(given),
+                    (Some(_), _) => {}
+                }
+                true
+            }
         };
         a.decision = if approve {
             Decision::Approved
@@ -191,7 +273,8 @@ impl Approvals {
         );
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.decided.notify_all();
-        Ok(Some(a))
+        self.decisions.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(a)
     }
 
     /// Every queued payment, newest first.
@@ -251,23 +334,25 @@ mod tests {
             requested_at: at,
             decision: Decision::Pending,
             decided_at: None,
+            approved_msat: None,
         }
     }
+
+    const APPROVE: Verdict = Verdict::Approve { amount_msat: None };
 
     #[test]
     fn a_decision_covers_only_the_terms_decided() {
         let store = Store::temporary().unwrap();
         let q = Approvals::default();
         let t = Duration::ZERO;
+        let decision = |a: Result<Approval>| a.unwrap().decision;
         assert_eq!(
-            q.ask(&store, &[1; 32], request(1, 1_000, now()), t)
-                .unwrap(),
+            decision(q.ask(&store, &[1; 32], request(1, 1_000, now()), t)),
             Decision::Pending
         );
-        q.decide(&store, &[1; 32], true).unwrap().unwrap();
+        q.decide(&store, &[1; 32], APPROVE).unwrap();
         assert_eq!(
-            q.ask(&store, &[1; 32], request(1, 1_000, now()), t)
-                .unwrap(),
+            decision(q.ask(&store, &[1; 32], request(1, 1_000, now()), t)),
             Decision::Approved
         );
         // The same hash for more is a new request, pending until decided.
@@ -277,13 +362,82 @@ mod tests {
             None
         );
         assert_eq!(
-            q.ask(&store, &[1; 32], more.clone(), t).unwrap(),
+            decision(q.ask(&store, &[1; 32], more.clone(), t)),
             Decision::Pending
         );
         assert_eq!(
-            Approvals::decision_on(&store, &[1; 32], &more).unwrap(),
+            Approvals::decision_on(&store, &[1; 32], &more)
+                .unwrap()
+                .map(|e| e.decision),
             Some(Decision::Pending)
         );
+    }
+
+    #[test]
+    fn an_amountless_request_is_approved_only_for_an_amount_and_one_with_an_amount_for_its_own() {
+        let store = Store::temporary().unwrap();
+        let q = Approvals::default();
+        let mut amountless = request(2, 0, now());
+        amountless.amount_msat = None;
+        amountless.kind = "invoice".into();
+        q.queue(&store, &[2; 32], amountless.clone()).unwrap();
+        let decisions = q.decisions();
+        assert!(matches!(
+            q.decide(&store, &[2; 32], APPROVE),
+            Err(DecideError::AmountNeeded(_))
+        ));
+        assert!(!decisions.has_changed().unwrap(), "nothing was decided");
+        let e = q
+            .decide(
+                &store,
+                &[2; 32],
+                Verdict::Approve {
+                    amount_msat: Some(42_000),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (e.decision, e.approved_msat),
+            (Decision::Approved, Some(42_000))
+        );
+        assert!(
+            decisions.has_changed().unwrap(),
+            "parked requests are woken"
+        );
+        let stored = Approvals::decision_on(&store, &[2; 32], &amountless)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.approved_msat, Some(42_000));
+
+        q.queue(&store, &[3; 32], request(3, 7_000, now())).unwrap();
+        assert!(matches!(
+            q.decide(
+                &store,
+                &[3; 32],
+                Verdict::Approve {
+                    amount_msat: Some(8_000)
+                }
+            ),
+            Err(DecideError::OtherAmount {
+                asked: 7_000,
+                given: 8_000,
+                ..
+            })
+        ));
+        let e = q
+            .decide(
+                &store,
+                &[3; 32],
+                Verdict::Approve {
+                    amount_msat: Some(7_000),
+                },
+            )
+            .unwrap();
+        assert_eq!(e.decision, Decision::Approved);
+        assert!(matches!(
+            q.decide(&store, &[4; 32], Verdict::Deny),
+            Err(DecideError::Unknown(_))
+        ));
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub enum ApprovalsCommand {
     Approve {
         /// Its payment hash (hex).
         payment_hash: String,
+        /// The most its HTLCs may carry, routing fees aside: required for an invoice without
+        /// an amount (lightningd does not tell the signer what it will pay), and if given for
+        /// one with an amount, it must be that amount.
+        #[arg(long, value_name = "MSAT")]
+        amount_msat: Option<u64>,
     },
     /// Denies a waiting payment.
     Deny {

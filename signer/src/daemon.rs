@@ -295,7 +295,10 @@ pub fn response(request_id: u64, outcome: Result<Vec<u8>, SignerError>) -> Signe
         request_id,
         message: Vec::new(),
         error,
-        is_temporary_failure: matches!(e, SignerError::Temporary(_) | SignerError::Storage(_)),
+        is_temporary_failure: matches!(
+            e,
+            SignerError::Temporary(_) | SignerError::Storage(_) | SignerError::Parked { .. }
+        ),
         policy_rule: e.rule().unwrap_or_default().to_string(),
         is_fatal,
         fatal_reason,
@@ -519,12 +522,7 @@ fn dispatch(
         }
     };
     let key = (!client.is_master).then(|| client.channel_key());
-    let job = Job {
-        request_id,
-        client,
-        message,
-        reply_to: reply_to.clone(),
-    };
+    let job = Job::new(request_id, client, message, reply_to.clone());
     lanes.dispatch(key, job, may_inline);
 }
 

@@ -124,7 +124,9 @@ fn verdict(
             BAD_REQUEST,
             format!("the signer would stop serving: {message}"),
         ))),
-        Err(e @ (SignerError::Temporary(_) | SignerError::Storage(_))) => Err(e),
+        Err(
+            e @ (SignerError::Temporary(_) | SignerError::Storage(_) | SignerError::Parked { .. }),
+        ) => Err(e),
     }
 }
 

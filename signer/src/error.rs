@@ -37,6 +37,12 @@ pub enum SignerError {
     Temporary(String),
     /// The state could not be read or committed; nothing was answered.
     Storage(String),
+    /// The request waits for the operator's decision, until `until` at the latest: the
+    /// daemon answers it when the decision comes (see `lanes`). Never sent over the link.
+    Parked {
+        /// When the request is answered as undecided.
+        until: std::time::Instant,
+    },
 }
 
 impl SignerError {
@@ -54,6 +60,7 @@ impl SignerError {
             SignerError::Fatal { message, .. } => message.clone(),
             SignerError::Temporary(d) => format!("temporary failure: {d}"),
             SignerError::Storage(d) => format!("storage failure: {d}"),
+            SignerError::Parked { .. } => "waiting for the operator's decision".into(),
         }
     }
 

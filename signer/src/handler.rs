@@ -19,6 +19,7 @@ use protocol::msgs::*;
 use protocol::types::{Bip32KeyVersion, WireString};
 use protocol::Message;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 use zeroize::Zeroizing;
 
 /// The lowest and highest hsmd protocol versions this signer speaks.
@@ -100,6 +101,9 @@ impl Signer {
     /// `request_id`, when given, identifies the request within its client: the same id and
     /// bytes again get the same reply (from the reply cache for state-changing requests).
     ///
+    /// A payment that needs the operator's decision holds the calling thread while it waits
+    /// (up to the approval timeout); the daemon uses [`Signer::handle_with`] to park it.
+    ///
     /// # Errors
     /// See [`SignerError`]; on any error no state changed.
     pub fn handle(
@@ -107,6 +111,21 @@ impl Signer {
         client: &ClientContext,
         request_id: Option<u64>,
         request: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.handle_with(client, request_id, request, Wait::Block)
+    }
+
+    /// [`Signer::handle`], with `wait` saying how a payment that needs the operator waits.
+    ///
+    /// # Errors
+    /// See [`SignerError`] ([`SignerError::Parked`] only with [`Wait::Park`]); on any error
+    /// no state changed but the operator's queue.
+    pub fn handle_with(
+        &self,
+        client: &ClientContext,
+        request_id: Option<u64>,
+        request: &[u8],
+        wait: Wait,
     ) -> Result<Vec<u8>> {
         let Some(t) = request.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
             return Err(permission_error(-1));
@@ -145,6 +164,7 @@ impl Signer {
             policy: &session.policy,
             store: &self.store,
             approvals: &self.approvals,
+            wait,
             txn: None,
         };
         // Every read-check-write of state runs in one write transaction, begun before anything
@@ -193,6 +213,8 @@ impl Signer {
             policy: &session.policy,
             store: &self.store,
             approvals: &self.approvals,
+            // A dry run never waits for the operator (its payments are `check_only`).
+            wait: Wait::Park { deadline: None },
             txn: None,
         };
         let outcome = handlers::dispatch(&mut req, msg);
@@ -369,7 +391,24 @@ pub struct Req<'a> {
     store: &'a Store,
     /// The operator's approval queue.
     pub approvals: &'a Approvals,
+    /// How a payment that needs the operator waits for the decision.
+    pub(crate) wait: Wait,
     txn: Option<Txn>,
+}
+
+/// How a request that needs the operator's decision waits for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Holding the calling thread, up to the approval timeout ([`Signer::handle`]).
+    Block,
+    /// Not at all: while the decision is pending, the request fails with
+    /// [`SignerError::Parked`] until `deadline` (set from the first attempt, `None` then),
+    /// and its caller tries it again once a decision is taken; past the deadline it is
+    /// answered as undecided.
+    Park {
+        /// When the first attempt parked.
+        deadline: Option<Instant>,
+    },
 }
 
 impl<'a> Req<'a> {
@@ -388,6 +427,7 @@ impl<'a> Req<'a> {
             policy,
             store,
             approvals,
+            wait: Wait::Block,
             txn: None,
         }
     }

@@ -25,22 +25,28 @@
 
 use crate::context::{ChannelKey, ClientContext};
 use crate::error::SignerError;
-use crate::handler::Signer;
+use crate::handler::{Signer, Wait};
 use proto::hsmd::SignerResponse;
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// What answers requests; [`Signer`] in production.
 pub(crate) trait Handler: Send + Sync + 'static {
+    /// Answers one request; with `wait` a payment waiting for the operator is
+    /// [`SignerError::Parked`] rather than waited for.
     fn handle(
         &self,
         client: &ClientContext,
         request_id: Option<u64>,
         request: &[u8],
+        wait: Wait,
     ) -> Result<Vec<u8>, SignerError>;
+
+    /// Changes with every decision of the operator's (what wakes parked requests).
+    fn decisions(&self) -> Option<watch::Receiver<u64>>;
 }
 
 impl Handler for Signer {
@@ -49,8 +55,13 @@ impl Handler for Signer {
         client: &ClientContext,
         request_id: Option<u64>,
         request: &[u8],
+        wait: Wait,
     ) -> Result<Vec<u8>, SignerError> {
-        Signer::handle(self, client, request_id, request)
+        Signer::handle_with(self, client, request_id, request, wait)
+    }
+
+    fn decisions(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.approvals().decisions())
     }
 }
 
@@ -63,14 +74,40 @@ pub(crate) struct Job {
     pub client: ClientContext,
     pub message: Vec<u8>,
     pub reply_to: mpsc::UnboundedSender<SignerResponse>,
+    /// Until when it waits for the operator, once it was parked.
+    parked: Option<Instant>,
+    /// The operator's decisions, watched from before its first attempt (so that none taken
+    /// while it runs is missed), for a request that may wait for one.
+    decisions: Option<watch::Receiver<u64>>,
 }
 
-/// A request handled on another thread, back on the I/O thread.
+impl Job {
+    /// Request `request_id` of `client`, answered on `reply_to`.
+    pub fn new(
+        request_id: u64,
+        client: ClientContext,
+        message: Vec<u8>,
+        reply_to: mpsc::UnboundedSender<SignerResponse>,
+    ) -> Job {
+        Job {
+            request_id,
+            client,
+            message,
+            reply_to,
+            parked: None,
+            decisions: None,
+        }
+    }
+}
+
+/// A request handled on another thread, back on the I/O thread; or a parked one woken.
 pub(crate) struct Done {
     key: LaneKey,
     job: Job,
     outcome: Result<Vec<u8>, SignerError>,
     took: std::time::Duration,
+    /// A parked request whose decision came (or whose time is up): to be run again.
+    woken: bool,
 }
 
 /// Where a request is handled.
@@ -124,6 +161,8 @@ pub(crate) struct Lanes<H> {
     done_rx: mpsc::UnboundedReceiver<Done>,
     /// Requests being handled on other threads.
     away: usize,
+    /// Requests parked until the operator decides (they hold no thread, and no lane).
+    parked: usize,
 }
 
 impl<H: Handler> Lanes<H> {
@@ -142,6 +181,7 @@ impl<H: Handler> Lanes<H> {
             done_tx,
             done_rx,
             away: 0,
+            parked: 0,
         })
     }
 
@@ -168,8 +208,11 @@ impl<H: Handler> Lanes<H> {
         self.start(key, job, may_inline);
     }
 
-    fn start(&mut self, key: LaneKey, job: Job, may_inline: bool) {
+    fn start(&mut self, key: LaneKey, mut job: Job, may_inline: bool) {
         let work = work_of(&job.message);
+        if job.decisions.is_none() && may_wait(&job.message) {
+            job.decisions = self.handler.decisions();
+        }
         let inline = match work {
             Work::Quick => may_inline || !self.pool.has_idle(),
             // A lone state change (nothing else in flight, so the store's writer is free, and
@@ -181,7 +224,7 @@ impl<H: Handler> Lanes<H> {
         if inline {
             let started = Instant::now();
             let outcome = handle(&*self.handler, &job);
-            finish(key, job, outcome, started.elapsed());
+            self.settle(key, job, outcome, started.elapsed());
             return;
         }
         if let Some(lane) = self.lanes.get_mut(&key) {
@@ -200,6 +243,7 @@ impl<H: Handler> Lanes<H> {
                 job,
                 outcome,
                 took,
+                woken: false,
             });
         };
         match work {
@@ -208,9 +252,10 @@ impl<H: Handler> Lanes<H> {
         }
     }
 
-    /// The next request back from another thread (never completes when none is away).
+    /// The next request back from another thread or woken from parking (never completes
+    /// when none is away or parked).
     pub async fn next_done(&mut self) -> Done {
-        if self.away == 0 {
+        if self.away == 0 && self.parked == 0 {
             return std::future::pending().await;
         }
         match self.done_rx.recv().await {
@@ -220,16 +265,23 @@ impl<H: Handler> Lanes<H> {
         }
     }
 
-    /// Sends the reply of a request back from another thread and starts its lane's next one.
+    /// Sends the reply of a request back from another thread and starts its lane's next one;
+    /// a woken request goes back to its lane.
     pub fn complete(&mut self, done: Done) {
         let Done {
             key,
             job,
             outcome,
             took,
+            woken,
         } = done;
+        if woken {
+            self.parked -= 1;
+            self.dispatch(key, job, false);
+            return;
+        }
         self.away -= 1;
-        finish(key, job, outcome, took);
+        self.settle(key, job, outcome, took);
         let next = self.lanes.get_mut(&key).and_then(|lane| {
             lane.busy = false;
             lane.queue.pop_front()
@@ -237,6 +289,63 @@ impl<H: Handler> Lanes<H> {
         if let Some(next) = next {
             self.start(key, next, false);
         }
+    }
+
+    /// Answers `job`, or parks it if it waits for the operator.
+    fn settle(
+        &mut self,
+        key: LaneKey,
+        job: Job,
+        outcome: Result<Vec<u8>, SignerError>,
+        took: std::time::Duration,
+    ) {
+        match outcome {
+            Err(SignerError::Parked { until }) => self.park(key, job, until),
+            outcome => finish(key, job, outcome, took),
+        }
+    }
+
+    /// Parks `job` until the operator decides something or `until`, whichever comes first;
+    /// then it runs again (and parks again if its own decision is still pending). Its lane
+    /// goes on with its next request meanwhile: a preapproval neither holds a thread nor
+    /// stops the requests behind it.
+    fn park(&mut self, key: LaneKey, mut job: Job, until: Instant) {
+        if job.parked.is_none() {
+            log::info!(
+                "request {} waits for the operator's decision, at most {:.0?}",
+                job.request_id,
+                until.saturating_duration_since(Instant::now())
+            );
+        }
+        job.parked = Some(until);
+        self.parked += 1;
+        let done = self.done_tx.clone();
+        let mut decisions = job.decisions.take();
+        tokio::spawn(async move {
+            let decided = async {
+                let woke = match decisions.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => false,
+                };
+                if !woke {
+                    // A closed sender wakes nobody again: wait for the deadline.
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = decided => {}
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+            job.decisions = decisions;
+            // The receiver lives as long as the lanes; if they are gone, so is the stream.
+            let _ = done.send(Done {
+                key,
+                job,
+                outcome: Err(SignerError::Parked { until }),
+                took: std::time::Duration::ZERO,
+                woken: true,
+            });
+        });
     }
 
     /// Drops the lanes idle for longer than the timeout with nothing in flight.
@@ -268,8 +377,11 @@ impl<H: Handler> Lanes<H> {
 
 /// Runs the handler; a panic in it becomes an error reply rather than the end of a thread.
 fn handle<H: Handler>(handler: &H, job: &Job) -> Result<Vec<u8>, SignerError> {
+    let wait = Wait::Park {
+        deadline: job.parked,
+    };
     catch_unwind(AssertUnwindSafe(|| {
-        handler.handle(&job.client, Some(job.request_id), &job.message)
+        handler.handle(&job.client, Some(job.request_id), &job.message, wait)
     }))
     .unwrap_or_else(|_| {
         log::error!("request {}: the handler panicked", job.request_id);
@@ -417,10 +529,28 @@ mod tests {
     use std::time::Duration;
 
     /// Records the order requests finish in, and on which thread; [`SLOW`] and
-    /// [`SLOW_STATELESS`] requests take 300 ms, a third byte 0xee panics.
-    #[derive(Default)]
+    /// [`SLOW_STATELESS`] requests take 300 ms, a third byte 0xee panics. A [`PREAPPROVAL`]
+    /// parks for up to `park_ms` until `approved`, then answers `b"approved"` or
+    /// `b"none came"`.
     struct Recorder {
         done: Mutex<Vec<(u64, std::thread::ThreadId)>>,
+        approved: std::sync::atomic::AtomicBool,
+        decisions: watch::Sender<u64>,
+        /// Attempts of preapprovals.
+        attempts: std::sync::atomic::AtomicUsize,
+        park_ms: std::sync::atomic::AtomicU64,
+    }
+
+    impl Default for Recorder {
+        fn default() -> Self {
+            Recorder {
+                done: Mutex::default(),
+                approved: Default::default(),
+                decisions: watch::channel(0).0,
+                attempts: Default::default(),
+                park_ms: 10_000.into(),
+            }
+        }
     }
 
     impl Recorder {
@@ -445,6 +575,7 @@ mod tests {
             _: &ClientContext,
             id: Option<u64>,
             request: &[u8],
+            wait: Wait,
         ) -> Result<Vec<u8>, SignerError> {
             if request == SLOW || request == SLOW_STATELESS {
                 std::thread::sleep(Duration::from_millis(300));
@@ -452,11 +583,32 @@ mod tests {
             if request.get(2) == Some(&0xee) {
                 panic!("handler bug");
             }
+            let mut reply = request.to_vec();
+            if request == PREAPPROVAL {
+                use std::sync::atomic::Ordering::SeqCst;
+                self.attempts.fetch_add(1, SeqCst);
+                let Wait::Park { deadline } = wait else {
+                    panic!("the daemon never blocks");
+                };
+                let park = Duration::from_millis(self.park_ms.load(SeqCst));
+                let until = deadline.unwrap_or_else(|| Instant::now() + park);
+                reply = if self.approved.load(SeqCst) {
+                    b"approved".to_vec()
+                } else if Instant::now() < until {
+                    return Err(SignerError::Parked { until });
+                } else {
+                    b"none came".to_vec()
+                };
+            }
             self.done
                 .lock()
                 .unwrap()
                 .push((id.unwrap(), std::thread::current().id()));
-            Ok(request.to_vec())
+            Ok(reply)
+        }
+
+        fn decisions(&self) -> Option<watch::Receiver<u64>> {
+            Some(self.decisions.subscribe())
         }
     }
 
@@ -485,15 +637,7 @@ mod tests {
             ),
         };
         let key = (!client.is_master).then(|| client.channel_key());
-        (
-            key,
-            Job {
-                request_id: id,
-                client,
-                message: message.to_vec(),
-                reply_to: out.clone(),
-            },
-        )
+        (key, Job::new(id, client, message.to_vec(), out.clone()))
     }
 
     /// Runs the lanes' loop until `n` replies came.
@@ -595,6 +739,68 @@ mod tests {
         lanes.dispatch(key, j, true);
         assert_eq!(replies(&mut lanes, &mut rx, 1).await, vec![15]);
         assert_ne!(recorder.thread_of(15), here);
+    }
+
+    #[tokio::test]
+    async fn a_payment_waiting_for_the_operator_holds_no_thread_and_no_lane() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let recorder = Arc::new(Recorder::default());
+        // One pool thread, and tokio's blocking pool: a parked request must hold neither.
+        let mut lanes = Lanes::new(recorder.clone(), Duration::from_secs(60), 1).unwrap();
+        let (out, mut rx) = mpsc::unbounded_channel();
+        let (key, j) = job(1, None, &PREAPPROVAL, &out);
+        lanes.dispatch(key, j, false);
+        // Its lane (the master's) goes on: later requests are answered while it waits.
+        for id in 2..=4 {
+            let (key, j) = job(id, None, &FAST, &out);
+            lanes.dispatch(key, j, false);
+        }
+        assert_eq!(replies(&mut lanes, &mut rx, 3).await, vec![2, 3, 4]);
+        assert_eq!(lanes.parked, 1);
+        assert_eq!(lanes.away, 0, "no thread holds it");
+        assert_eq!(recorder.attempts.load(SeqCst), 1);
+        // The operator decides: it runs again at once and is answered.
+        recorder.approved.store(true, SeqCst);
+        let decided = Instant::now();
+        recorder.decisions.send_modify(|n| *n += 1);
+        let r = loop {
+            tokio::select! {
+                r = rx.recv() => break r.unwrap(),
+                d = lanes.next_done() => lanes.complete(d),
+            }
+        };
+        assert_eq!((r.request_id, &r.message[..]), (1, &b"approved"[..]));
+        assert!(
+            decided.elapsed() < Duration::from_millis(300),
+            "woken by the decision"
+        );
+        assert_eq!(recorder.attempts.load(SeqCst), 2);
+        assert_eq!(lanes.parked, 0);
+
+        // Undecided, it is answered at its deadline (other decisions wake it meanwhile).
+        recorder.approved.store(false, SeqCst);
+        recorder.park_ms.store(400, SeqCst);
+        let started = Instant::now();
+        let (key, j) = job(5, None, &PREAPPROVAL, &out);
+        lanes.dispatch(key, j, false);
+        let poke = recorder.decisions.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            poke.send_modify(|n| *n += 1);
+        });
+        let r = loop {
+            tokio::select! {
+                r = rx.recv() => break r.unwrap(),
+                d = lanes.next_done() => lanes.complete(d),
+            }
+        };
+        assert_eq!((r.request_id, &r.message[..]), (5, &b"none came"[..]));
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(
+            recorder.attempts.load(SeqCst),
+            5,
+            "first, woken, at the deadline"
+        );
     }
 
     #[tokio::test]

@@ -67,8 +67,12 @@ fn dispatch(cli: &Cli) -> Result<()> {
 fn approvals(settings: &Settings, cmd: &ApprovalsCommand) -> Result<()> {
     let req = match cmd {
         ApprovalsCommand::List => AdminRequest::List,
-        ApprovalsCommand::Approve { payment_hash } => AdminRequest::Approve {
+        ApprovalsCommand::Approve {
+            payment_hash,
+            amount_msat,
+        } => AdminRequest::Approve {
             payment_hash: payment_hash.clone(),
+            amount_msat: *amount_msat,
         },
         ApprovalsCommand::Deny { payment_hash } => AdminRequest::Deny {
             payment_hash: payment_hash.clone(),

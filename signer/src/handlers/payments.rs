@@ -19,7 +19,7 @@
 
 use crate::approvals::{now, Approval, Decision};
 use crate::error::{Result, SignerError};
-use crate::handler::Req;
+use crate::handler::{Req, Wait};
 use crate::policy::Mode;
 use crate::store::Records;
 use bitcoin::hashes::Hash;
@@ -27,7 +27,7 @@ use protocol::msgs::*;
 use protocol::Message;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl Payment {
     fn terms(&self) -> (String, Option<u64>, Option<String>) {
@@ -176,16 +176,19 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
     let now = now();
     let limits = r.policy.limits.clone();
     // First on the last committed state, to refuse before asking the operator anything.
-    if let Some(v) = within_limits(r, &p, now, &limits)? {
+    if let Some(v) = within_limits(r, &p, p.amount_msat, now, &limits)? {
         return Ok(v);
     }
     let needs_operator = p
         .amount_msat
         .is_none_or(|a| a > limits.max_auto_approve_msat);
+    // What HTLCs for this approval may carry: the amount, or for an amountless invoice what
+    // the operator approved it for.
+    let mut allowance = p.amount_msat;
     if needs_operator {
-        let v = operator(r, &p, check_only, &limits)?;
-        if v.is_err() {
-            return Ok(v);
+        match operator(r, &p, check_only, &limits)? {
+            Ok(a) => allowance = a,
+            Err(why) => return Ok(Err(why)),
         }
     }
     if !check_only {
@@ -193,7 +196,7 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
         // so preapprovals racing each other are counted one after the other, and together
         // they never pass a limit that each alone would.
         r.txn()?;
-        if let Some(v) = within_limits(r, &p, now, &limits)? {
+        if let Some(v) = within_limits(r, &p, allowance, now, &limits)? {
             return Ok(v);
         }
         let before: Option<PaymentRecord> = r.record(Records::Payments, &p.hash)?;
@@ -208,7 +211,7 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
         // Another approval of the same hash adds what it approved.
         rec.amount_msat = rec
             .amount_msat
-            .zip(p.amount_msat)
+            .zip(allowance)
             .map(|(a, b)| a.saturating_add(b));
         rec.approved_at = now;
         rec.expires_at = rec.expires_at.max(p.expires_at);
@@ -219,11 +222,13 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
 }
 
 /// The preapproval's verdict where the tracked payments decide it: `Some(Ok)` for a payment
-/// already approved, `Some(Err)` for one past a limit (expiry, tracked count, velocity), `None`
-/// when the payment is within them. Reads through the request's transaction once it is open.
+/// already approved, `Some(Err)` for one past a limit (expiry, tracked count, velocity, with
+/// `allowance` counted), `None` when the payment is within them. Reads through the request's
+/// transaction once it is open.
 fn within_limits(
     r: &mut Req<'_>,
     p: &Payment,
+    allowance: Option<u64>,
     now: u64,
     limits: &crate::limits::Limits,
 ) -> Result<Option<std::result::Result<(), String>>> {
@@ -271,7 +276,7 @@ fn within_limits(
         .filter(|t| t.approved_at >= window_start)
         .filter_map(|t| t.amount_msat)
         .fold(0u64, u64::saturating_add);
-    let amount = p.amount_msat.unwrap_or(0);
+    let amount = allowance.unwrap_or(0);
     let limit_msat = limits.velocity_limit_sat.saturating_mul(1000);
     let v = refusal(r.policy.check(
         "invoice-velocity",
@@ -287,19 +292,21 @@ fn within_limits(
 }
 
 /// `invoice-auto-approve`: above the limit (or without an amount) the operator decides.
+/// Approved, it gives what the payment may carry (`None`: unbounded, only in warn mode or for
+/// an amountless approval recorded before approvals named an amount).
 fn operator(
     r: &mut Req<'_>,
     p: &Payment,
     check_only: bool,
     limits: &crate::limits::Limits,
-) -> Verdict {
+) -> Result<std::result::Result<Option<u64>, String>> {
     let rule = "invoice-auto-approve";
     let amount = p
         .amount_msat
         .map_or("an unspecified amount".into(), |a| format!("{a} msat"));
     if r.policy.mode(rule) == Mode::Warn {
         log::warn!("policy {rule} (warn only): {amount} approved without the operator");
-        return Ok(Ok(()));
+        return Ok(Ok(p.amount_msat));
     }
     let a = Approval {
         payment_hash: hex::encode(p.hash),
@@ -311,11 +318,12 @@ fn operator(
         requested_at: now(),
         decision: Decision::Pending,
         decided_at: None,
+        approved_msat: None,
     };
     let decided = crate::approvals::Approvals::decision_on(r.store(), &p.hash, &a)?;
-    let decision = match decided {
-        Some(d) if d != Decision::Pending => d,
-        _ if check_only => Decision::Pending,
+    let entry = match decided {
+        Some(e) if e.decision != Decision::Pending => e,
+        _ if check_only => a,
         _ => {
             if r.in_transaction() {
                 return Err(SignerError::Temporary(
@@ -323,11 +331,22 @@ fn operator(
                 ));
             }
             let timeout = Duration::from_secs(limits.approval_timeout_secs);
-            r.approvals.ask(r.store(), &p.hash, a, timeout)?
+            match r.wait {
+                Wait::Block => r.approvals.ask(r.store(), &p.hash, a, timeout)?,
+                Wait::Park { deadline } => {
+                    let e = r.approvals.queue(r.store(), &p.hash, a)?;
+                    let until = deadline.unwrap_or_else(|| Instant::now() + timeout);
+                    if e.decision == Decision::Pending && Instant::now() < until {
+                        return Err(SignerError::Parked { until });
+                    }
+                    e
+                }
+            }
         }
     };
-    let detail = match decision {
-        Decision::Approved => return Ok(Ok(())),
+    let detail = match entry.decision {
+        // An amountless payment is bound to what the operator approved it for.
+        Decision::Approved => return Ok(Ok(p.amount_msat.or(entry.approved_msat))),
         Decision::Denied => format!("the operator denied paying {amount}"),
         Decision::Pending => format!(
             "paying {amount} needs the operator's approval (limit {} msat), none came",
@@ -419,6 +438,102 @@ pub(crate) mod tests {
             .position(|&c| c == 0)
             .map(|e| String::from_utf8_lossy(&r.trailing[..e]).into_owned());
         (r.approved, reason)
+    }
+
+    /// `ask`, parking as the daemon does: `Err(until)` while the decision is pending.
+    fn ask_parked(
+        s: &Signer,
+        inv: &str,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(bool, Option<String>), Instant> {
+        let req = PreapproveInvoice::new(protocol::types::WireString::from(inv))
+            .encode()
+            .unwrap();
+        match s.handle_with(
+            &ClientContext::master(),
+            None,
+            &req,
+            Wait::Park { deadline },
+        ) {
+            Err(SignerError::Parked { until }) => Err(until),
+            Ok(reply) => {
+                let r = PreapproveInvoiceReply::decode(&reply).unwrap();
+                let reason = r
+                    .trailing
+                    .iter()
+                    .position(|&c| c == 0)
+                    .map(|e| String::from_utf8_lossy(&r.trailing[..e]).into_owned());
+                Ok((r.approved, reason))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_parked_amountless_invoice_is_bound_to_the_amount_the_operator_approved() {
+        let s = signer(
+            policy(|l| {
+                l.approval_timeout_secs = 60;
+                l.velocity_limit_sat = 100;
+            }),
+            Store::temporary().unwrap(),
+        );
+        let inv = invoice(None, 12, 0);
+        let hash = [12u8; 32];
+        let started = Instant::now();
+        let until = ask_parked(&s, &inv, None).expect_err("parked while pending");
+        assert!(until > started + Duration::from_secs(59));
+        // Asked again before a decision: parked again, to the same deadline, queued once.
+        assert_eq!(ask_parked(&s, &inv, Some(until)), Err(until));
+        assert_eq!(
+            crate::approvals::Approvals::list(s.store()).unwrap().len(),
+            1
+        );
+        assert_eq!(tracked(&s), 0);
+        // Beyond the velocity limit: the approval's amount counts, and refuses.
+        s.approvals()
+            .decide(
+                s.store(),
+                &hash,
+                crate::approvals::Verdict::Approve {
+                    amount_msat: Some(150_000),
+                },
+            )
+            .unwrap();
+        let (ok, why) = ask_parked(&s, &inv, Some(until)).unwrap();
+        assert!(!ok && why.unwrap().contains("invoice-velocity"));
+        assert_eq!(tracked(&s), 0);
+        // Within it: approved and bound to that amount.
+        s.approvals()
+            .decide(
+                s.store(),
+                &hash,
+                crate::approvals::Verdict::Approve {
+                    amount_msat: Some(40_000),
+                },
+            )
+            .unwrap();
+        assert_eq!(ask_parked(&s, &inv, Some(until)), Ok((true, None)));
+        let rec: PaymentRecord = s.store().record(Records::Payments, &hash).unwrap().unwrap();
+        assert_eq!(rec.amount_msat, Some(40_000));
+        // The same invoice again adds nothing.
+        assert_eq!(ask_parked(&s, &inv, None), Ok((true, None)));
+        let rec: PaymentRecord = s.store().record(Records::Payments, &hash).unwrap().unwrap();
+        assert_eq!(rec.amount_msat, Some(40_000));
+    }
+
+    #[test]
+    fn a_parked_payment_past_its_deadline_is_refused_and_stays_queued() {
+        let s = signer(Policy::enforcing(), Store::temporary().unwrap());
+        let inv = invoice(Some(500_000_000), 13, 0);
+        let until = ask_parked(&s, &inv, None).expect_err("parked");
+        let past = Instant::now() - Duration::from_millis(1);
+        assert!(past < until);
+        let (ok, why) = ask_parked(&s, &inv, Some(past)).unwrap();
+        assert!(!ok && why.unwrap().contains("none came"));
+        let queued = crate::approvals::Approvals::list(s.store()).unwrap();
+        assert_eq!(queued[0].decision, Decision::Pending);
+        assert_eq!(tracked(&s), 0);
     }
 
     fn tracked(s: &Signer) -> usize {
@@ -549,8 +664,11 @@ pub(crate) mod tests {
             assert_eq!(pending[0].decision, Decision::Pending);
             assert_eq!(pending[0].amount_msat, Some(500_000_000));
             s.approvals()
-                .decide(s.store(), &hash, true)
-                .unwrap()
+                .decide(
+                    s.store(),
+                    &hash,
+                    crate::approvals::Verdict::Approve { amount_msat: None },
+                )
                 .unwrap();
             assert_eq!(waiter.join().unwrap(), (true, None));
         }
@@ -567,8 +685,7 @@ pub(crate) mod tests {
             "timed out"
         );
         s.approvals()
-            .decide(s.store(), &[10; 32], false)
-            .unwrap()
+            .decide(s.store(), &[10; 32], crate::approvals::Verdict::Deny)
             .unwrap();
         let (ok, why) = ask(&s, &other);
         assert!(!ok && why.unwrap().contains("denied"));
