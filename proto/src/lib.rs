@@ -16,6 +16,11 @@ pub mod tls;
 /// for, so that dependents use the very same version.
 pub use tonic;
 
+/// The response header with which our proxy answers `SignerStream` (its name and version).
+/// A proxy that sends none is taken for the Validating Lightning Signer's, whose decoders know
+/// only what Core Lightning's hsmd sent before v25 (see the signer's `--proxy-compat`).
+pub const PROXY_HEADER: &str = "x-hsmd-proxy";
+
 /// The largest gRPC message either end sends or accepts, both directions: an hsmd frame (below
 /// 2^27 bytes, as Core Lightning allows) with the request id, context and error fields around
 /// it. Both the proxy's server and the signer's client set it, so no reply that one end may

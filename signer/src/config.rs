@@ -126,6 +126,11 @@ pub struct RunArgs {
     /// request as JSON on its standard input.
     #[arg(long, env = "SIGNER_ON_APPROVAL_REQUEST", value_name = "CMD")]
     pub on_approval_request: Option<String>,
+    /// Which proxy the replies are written for: `auto` recognises ours by the header it
+    /// answers the stream with, and takes any other for the Validating Lightning Signer's
+    /// (whose decoder refuses the TLVs Core Lightning v25+ append to the init reply).
+    #[arg(long, env = "SIGNER_PROXY_COMPAT", value_enum, default_value = "auto")]
+    pub proxy_compat: crate::daemon::ProxyCompat,
     /// The policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -302,6 +307,8 @@ pub struct Settings {
     pub passphrase_file: Option<PathBuf>,
     /// The command run for each payment queued for the operator, if given.
     pub on_approval_request: Option<String>,
+    /// Which proxy the replies are written for.
+    pub proxy_compat: crate::daemon::ProxyCompat,
 }
 
 impl Settings {
@@ -372,6 +379,7 @@ impl Settings {
             on_approval_request: run
                 .and_then(|r| r.on_approval_request.clone())
                 .or(file.on_approval_request),
+            proxy_compat: run.map(|r| r.proxy_compat).unwrap_or_default(),
             data_dir,
         })
     }
@@ -393,6 +401,7 @@ impl Settings {
         };
         let mut config = DaemonConfig::new(&self.data_dir, url, security, self.policy.load()?);
         config.on_approval_request = self.on_approval_request.clone();
+        config.proxy_compat = self.proxy_compat;
         Ok(config)
     }
 }

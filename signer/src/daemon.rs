@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::transport::Endpoint;
 use tonic::Streaming;
 
@@ -116,6 +117,50 @@ pub struct DaemonConfig {
     pub shutdown_grace: Duration,
     /// A shell command run for every payment queued for the operator (none).
     pub on_approval_request: Option<String>,
+    /// Which proxy's decoders the replies are written for (recognised by default).
+    pub proxy_compat: ProxyCompat,
+}
+
+/// Which proxy the signer answers for. Core Lightning v25 and later append TLVs to
+/// `hsmd_init_reply_v4` (the secret's type, the BIP86 base) that the Validating Lightning
+/// Signer's proxy does not decode: it refuses the whole reply (`TrailingBytes`) and stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyCompat {
+    /// Ours when the proxy names itself in its [`proto::PROXY_HEADER`] response header, the
+    /// Validating Lightning Signer's otherwise.
+    #[default]
+    Auto,
+    /// Replies exactly as Core Lightning's hsmd writes them (our proxy).
+    CoreLightning,
+    /// The init reply without its TLVs, which that proxy's decoder does not know.
+    Vls,
+}
+
+impl ProxyCompat {
+    /// Whether to send the init reply without its TLVs, given whether the proxy named
+    /// itself.
+    pub fn older_init_reply(self, proxy_named_itself: bool) -> bool {
+        match self {
+            ProxyCompat::Auto => !proxy_named_itself,
+            ProxyCompat::CoreLightning => false,
+            ProxyCompat::Vls => true,
+        }
+    }
+}
+
+/// `response` as a proxy that knows only the older init reply can decode it: an
+/// `hsmd_init_reply_v4` loses its TLVs; everything else is left as it is.
+pub fn for_older_proxy(mut response: SignerResponse) -> SignerResponse {
+    use protocol::msgs::InitReplyV4;
+    if response.message.get(..2) == Some(&InitReplyV4::TYPE.to_be_bytes()[..]) {
+        if let Ok(mut reply) = InitReplyV4::decode(&response.message) {
+            reply.tlvs = Default::default();
+            if let Ok(bytes) = reply.encode() {
+                response.message = bytes;
+            }
+        }
+    }
+    response
 }
 
 impl DaemonConfig {
@@ -135,6 +180,7 @@ impl DaemonConfig {
             lane_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(2),
             on_approval_request: None,
+            proxy_compat: ProxyCompat::Auto,
         }
     }
 }
@@ -218,7 +264,14 @@ pub async fn run(
         Lanes::new(signer, config.lane_idle_timeout, threads).map_err(DaemonError::Threads)?;
     let mut backoff = Backoff::new(config.reconnect);
     loop {
-        let end = serve_link(&endpoint, &mut lanes, &mut stop, config.shutdown_grace).await;
+        let end = serve_link(
+            &endpoint,
+            &mut lanes,
+            &mut stop,
+            config.shutdown_grace,
+            config.proxy_compat,
+        )
+        .await;
         let reason = match end {
             LinkEnd::Shutdown => break,
             LinkEnd::Failed(reason) => reason,
@@ -419,6 +472,7 @@ async fn serve_link(
     lanes: &mut Lanes<Signer>,
     stop: &mut watch::Receiver<bool>,
     grace: Duration,
+    compat: ProxyCompat,
 ) -> LinkEnd {
     let channel = tokio::select! {
         biased;
@@ -432,11 +486,37 @@ async fn serve_link(
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (out, out_rx) = mpsc::unbounded_channel();
+    // Known once the proxy answered the stream, before any request comes over it.
+    let older = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outbound = UnboundedReceiverStream::new(out_rx).map({
+        let older = older.clone();
+        move |r| {
+            if older.load(std::sync::atomic::Ordering::Relaxed) {
+                for_older_proxy(r)
+            } else {
+                r
+            }
+        }
+    });
     let mut inbound = tokio::select! {
         biased;
         _ = stopped(stop) => return LinkEnd::Shutdown,
-        r = client.signer_stream(UnboundedReceiverStream::new(out_rx)) => match r {
-            Ok(response) => response.into_inner(),
+        r = client.signer_stream(outbound) => match r {
+            Ok(response) => {
+                let named = response.metadata().get(proto::PROXY_HEADER);
+                let strip = compat.older_init_reply(named.is_some());
+                older.store(strip, std::sync::atomic::Ordering::Relaxed);
+                match named.and_then(|v| v.to_str().ok()) {
+                    Some(name) if !strip => log::debug!("the proxy is {name}"),
+                    _ if strip => log::info!(
+                        "the proxy does not name itself as ours: init replies go without Core \
+                         Lightning v25's TLVs, as the Validating Lightning Signer's proxy decodes \
+                         them (--proxy-compat core-lightning to keep them)"
+                    ),
+                    _ => {}
+                }
+                response.into_inner()
+            }
             Err(status) => return LinkEnd::Failed(format!("the proxy refused the stream: {status}")),
         },
     };

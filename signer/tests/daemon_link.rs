@@ -33,6 +33,9 @@ struct StreamEnds {
 /// Hands every new signer stream to the test.
 struct TestProxy {
     streams: mpsc::UnboundedSender<StreamEnds>,
+    /// Whether it answers the stream with our proxy's header (else it stands for the
+    /// Validating Lightning Signer's proxy, which sends none).
+    names_itself: bool,
 }
 
 #[tonic::async_trait]
@@ -54,16 +57,27 @@ impl Hsmd for TestProxy {
             to_signer,
             from_signer: request.into_inner(),
         });
-        Ok(Response::new(UnboundedReceiverStream::new(outbound)))
+        let mut response = Response::new(UnboundedReceiverStream::new(outbound));
+        if self.names_itself {
+            response.metadata_mut().insert(
+                proto::PROXY_HEADER,
+                tonic::metadata::MetadataValue::from_static("vls-proxy/test"),
+            );
+        }
+        Ok(response)
     }
 }
 
-async fn start_proxy() -> (SocketAddr, mpsc::UnboundedReceiver<StreamEnds>) {
+async fn start_proxy(names_itself: bool) -> (SocketAddr, mpsc::UnboundedReceiver<StreamEnds>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (streams, accepted) = mpsc::unbounded_channel();
-    let router = proto::keepalive::configure_server(Server::builder())
-        .add_service(HsmdServer::new(TestProxy { streams }));
+    let router = proto::keepalive::configure_server(Server::builder()).add_service(
+        HsmdServer::new(TestProxy {
+            streams,
+            names_itself,
+        }),
+    );
     tokio::spawn(async move {
         let _ = router
             .serve_with_incoming(TcpIncoming::from(listener))
@@ -143,7 +157,7 @@ async fn answers_the_corpus_reconnects_and_shuts_down_gracefully() {
 
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join(HSM_SECRET_FILE), &secret).unwrap();
-    let (addr, mut accepted) = start_proxy().await;
+    let (addr, mut accepted) = start_proxy(true).await;
 
     let config = DaemonConfig::new(
         data.path(),
@@ -246,7 +260,10 @@ async fn keeps_dialling_until_the_proxy_appears() {
 
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let (streams, mut accepted) = mpsc::unbounded_channel();
-    let router = Server::builder().add_service(HsmdServer::new(TestProxy { streams }));
+    let router = Server::builder().add_service(HsmdServer::new(TestProxy {
+        streams,
+        names_itself: true,
+    }));
     tokio::spawn(async move {
         let _ = router
             .serve_with_incoming(TcpIncoming::from(listener))
@@ -275,4 +292,85 @@ async fn refuses_to_start_without_a_secret() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains(HSM_SECRET_FILE), "{err}");
+}
+
+/// Against a proxy that does not name itself (as the Validating Lightning Signer's does not),
+/// the init reply goes without the TLVs Core Lightning v25+ append, which that proxy's decoder
+/// refuses; everything else, and the reply to our own proxy, stays byte for byte hsmd's.
+/// `--proxy-compat` overrides the recognition either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_replies_as_the_proxy_decodes_them() {
+    use protocol::msgs::InitReplyV4;
+    use signer::daemon::ProxyCompat;
+    for (case, names_itself, compat, older) in [
+        ("init_regtest_v4_6", false, ProxyCompat::Auto, true),
+        ("init_regtest_v4_6", true, ProxyCompat::Auto, false),
+        (
+            "init_regtest_v4_6",
+            false,
+            ProxyCompat::CoreLightning,
+            false,
+        ),
+        ("init_regtest_v4_6", true, ProxyCompat::Vls, true),
+    ] {
+        let (secret, steps) = corpus_case(case);
+        let (init, init_reply) = steps[0].clone();
+        let (ecdh, ecdh_reply) = steps[1].clone();
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(data.path().join(HSM_SECRET_FILE), &secret).unwrap();
+        let (addr, mut accepted) = start_proxy(names_itself).await;
+        let mut config = DaemonConfig::new(
+            data.path(),
+            format!("http://{addr}"),
+            LinkSecurity::Plaintext,
+            Policy::warn_only(),
+        );
+        config.proxy_compat = compat;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let daemon = tokio::spawn(daemon::run(config, async move {
+            let _ = stopped.await;
+        }));
+        let mut stream = next_stream(&mut accepted).await;
+        let r = ask(&mut stream, vec![(1, None, init), (2, None, ecdh)]).await;
+        let what = format!("{case}, proxy names itself: {names_itself}, {compat:?}");
+        let golden = InitReplyV4::decode(&init_reply).unwrap();
+        assert!(
+            golden.tlvs != Default::default(),
+            "the corpus's reply has TLVs to leave out"
+        );
+        if older {
+            let got = InitReplyV4::decode(&r[0].message).unwrap();
+            assert_eq!(got.tlvs, Default::default(), "{what}");
+            assert_eq!(
+                InitReplyV4 {
+                    tlvs: Default::default(),
+                    ..golden
+                },
+                got,
+                "{what}"
+            );
+            assert!(
+                init_reply.starts_with(&r[0].message) && r[0].message.len() < init_reply.len(),
+                "{what}: the older reply is hsmd's without its TLV stream"
+            );
+        } else {
+            assert_eq!(
+                hex::encode(&r[0].message),
+                hex::encode(&init_reply),
+                "{what}"
+            );
+        }
+        assert_eq!(
+            hex::encode(&r[1].message),
+            hex::encode(&ecdh_reply),
+            "{what}"
+        );
+        stop.send(()).unwrap();
+        drop(stream);
+        tokio::time::timeout(STEP, daemon)
+            .await
+            .expect("the daemon stopped in time")
+            .unwrap()
+            .unwrap();
+    }
 }

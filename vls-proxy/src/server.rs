@@ -227,7 +227,17 @@ impl Hsmd for HsmdService {
             log::warn!("signer disconnected; requests wait for it");
         });
         let out = UnboundedReceiverStream::new(out_rx).map(Ok);
-        Ok(Response::new(Box::pin(out)))
+        let mut response = Response::new(Box::pin(out) as RequestStream);
+        // Tells our signer it speaks to this proxy (which passes Core Lightning's replies
+        // through whole), not to one that needs the older init reply.
+        response.metadata_mut().insert(
+            proto::PROXY_HEADER,
+            tonic::metadata::MetadataValue::from_static(concat!(
+                "vls-proxy/",
+                env!("CARGO_PKG_VERSION")
+            )),
+        );
+        Ok(response)
     }
 }
 
