@@ -52,6 +52,7 @@ const REPLIES_KEPT_PER_CLIENT: u64 = 256;
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
 pub struct ChannelState {
     /// The `hsmd_setup_channel` request that fixed the channel's parameters (encoded).
+    #[serde(with = "hex_bytes::option")]
     pub setup: Option<Vec<u8>>,
     /// The highest holder commitment number whose counterparty signatures were validated.
     pub holder_validated: Option<u64>,
@@ -63,9 +64,11 @@ pub struct ChannelState {
     pub counterparty_revoked_below: u64,
     /// Per-commitment points the counterparty gave for its commitments we signed
     /// (commitment number -> compressed point), pruned once revoked.
+    #[serde(with = "hex_bytes::map")]
     pub counterparty_points: BTreeMap<u64, Vec<u8>>,
     /// Per-commitment secrets the counterparty revealed (commitment number -> secret), the
     /// most recent ones (older ones are derivable from these with the shachain).
+    #[serde(with = "hex_bytes::map")]
     pub counterparty_secrets: BTreeMap<u64, Vec<u8>>,
     /// Set by `forget_channel`: no more signatures for this channel.
     pub forgotten: bool,
@@ -426,6 +429,79 @@ fn decode_state(b: &[u8]) -> Result<ChannelState> {
         .map_err(|e| SignerError::Storage(format!("corrupt channel record: {e}")))
 }
 
+/// Byte strings of a channel record written as hex strings: every request reads and writes
+/// its channel's record, and JSON arrays of numbers (serde's default for bytes) are three to
+/// four times longer and far slower to parse. Records written before are read as well.
+mod hex_bytes {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    /// Bytes, from a hex string or (as older records have them) an array of numbers.
+    struct Bytes(Vec<u8>);
+
+    impl<'de> Deserialize<'de> for Bytes {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Bytes;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a hex string or an array of bytes")
+                }
+                fn visit_str<E: Error>(self, s: &str) -> Result<Bytes, E> {
+                    hex::decode(s).map(Bytes).map_err(E::custom)
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+                    let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                    while let Some(b) = seq.next_element::<u8>()? {
+                        v.push(b);
+                    }
+                    Ok(Bytes(v))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// `Option<Vec<u8>>` as an optional hex string.
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(b) => s.serialize_some(&hex::encode(b)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+            Ok(Option::<Bytes>::deserialize(d)?.map(|b| b.0))
+        }
+    }
+
+    /// `BTreeMap<u64, Vec<u8>>` with hex string values.
+    pub mod map {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            v: &BTreeMap<u64, Vec<u8>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.collect_map(v.iter().map(|(k, b)| (k, hex::encode(b))))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<BTreeMap<u64, Vec<u8>>, D::Error> {
+            Ok(BTreeMap::<u64, Bytes>::deserialize(d)?
+                .into_iter()
+                .map(|(k, b)| (k, b.0))
+                .collect())
+        }
+    }
+}
+
 fn storage(e: impl std::fmt::Display) -> SignerError {
     SignerError::Storage(e.to_string())
 }
@@ -470,6 +546,40 @@ mod tests {
         );
         assert!(store.channel(&key(2)).unwrap().is_none());
         assert_eq!(store.channels().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn channel_bytes_are_hex_and_records_written_before_still_read() {
+        let s = ChannelState {
+            setup: Some(vec![0, 1, 0xfe]),
+            counterparty_points: BTreeMap::from([(5, vec![2; 33])]),
+            counterparty_secrets: BTreeMap::from([(3, vec![0xab; 32]), (4, vec![])]),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""setup":"0001fe""#), "{json}");
+        assert!(
+            json.contains(&format!(r#""5":"{}""#, "02".repeat(33))),
+            "{json}"
+        );
+        assert_eq!(decode_state(json.as_bytes()).unwrap(), s);
+        // As records were written before: bytes as arrays of numbers.
+        let old = format!(
+            r#"{{"setup":[0,1,254],"holder_validated":null,"holder_revoked_below":0,
+            "counterparty_signed":null,"counterparty_revoked_below":0,
+            "counterparty_points":{{"5":[{}]}},
+            "counterparty_secrets":{{"3":[{}],"4":[]}},"forgotten":false}}"#,
+            ["2"; 33].join(","),
+            ["171"; 32].join(",")
+        );
+        assert_eq!(decode_state(old.as_bytes()).unwrap(), s);
+        let none = ChannelState::default();
+        let json = serde_json::to_string(&none).unwrap();
+        assert_eq!(decode_state(json.as_bytes()).unwrap(), none);
+        for bad in [r#""0g""#, "[256]", "5", r#""abc""#] {
+            let bad = old.replace("[0,1,254]", bad);
+            assert!(decode_state(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

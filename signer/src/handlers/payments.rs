@@ -196,6 +196,7 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
         // so preapprovals racing each other are counted one after the other, and together
         // they never pass a limit that each alone would.
         r.txn()?;
+        prune(r, now, &limits)?;
         if let Some(v) = within_limits(r, &p, allowance, now, &limits)? {
             return Ok(v);
         }
@@ -219,6 +220,40 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
         r.txn()?.put_record(Records::Payments, &p.hash, &rec)?;
     }
     Ok(Ok(()))
+}
+
+/// How long after its invoice expired a payment stays tracked, seconds.
+const KEPT_AFTER_EXPIRY_SECS: u64 = 86_400;
+
+/// Forgets, in the request's transaction, the payments that no limit counts any more and
+/// that no HTLC carries: approved before the velocity window, their invoice expired a day
+/// ago (a keysend has none), and no HTLC of their hash on any of our commitments. Without
+/// this, every preapproval would read every payment ever approved. Forgetting only makes
+/// the signer stricter: an HTLC for a hash it forgot is a payment nobody approved
+/// (`htlc-forward-matched`), and a new preapproval of it is counted again.
+fn prune(r: &mut Req<'_>, now: u64, limits: &crate::limits::Limits) -> Result<()> {
+    let window_start = now.saturating_sub(limits.velocity_window_secs);
+    let stale: Vec<Vec<u8>> = r
+        .txn()?
+        .records::<PaymentRecord>(Records::Payments)?
+        .into_iter()
+        .filter(|(_, p)| {
+            p.approved_at < window_start
+                && p.expires_at
+                    .is_none_or(|e| e.saturating_add(KEPT_AFTER_EXPIRY_SECS) < now)
+        })
+        .map(|(k, _)| k)
+        .collect();
+    let txn = r.txn()?;
+    for hash in stale {
+        if txn
+            .record::<serde::de::IgnoredAny>(Records::Htlcs, &hash)?
+            .is_none()
+        {
+            txn.remove_record(Records::Payments, &hash)?;
+        }
+    }
+    Ok(())
 }
 
 /// The preapproval's verdict where the tracked payments decide it: `Some(Ok)` for a payment
@@ -534,6 +569,48 @@ pub(crate) mod tests {
         let queued = crate::approvals::Approvals::list(s.store()).unwrap();
         assert_eq!(queued[0].decision, Decision::Pending);
         assert_eq!(tracked(&s), 0);
+    }
+
+    #[test]
+    fn payments_no_limit_counts_and_no_htlc_carries_are_forgotten() {
+        let s = signer(Policy::enforcing(), Store::temporary().unwrap());
+        let now = now();
+        let day = 86_400;
+        let old = |expires_at: Option<u64>| PaymentRecord {
+            kind: "invoice".into(),
+            amount_msat: Some(1_000),
+            approved_at: now - 3 * day,
+            expires_at,
+            approvals: Vec::new(),
+            claimed_msat: (0, 0),
+        };
+        let records = [
+            ([1u8; 32], old(Some(now - 2 * day)), false), // expired long ago: forgotten
+            ([2u8; 32], old(None), false),                // an old keysend: forgotten
+            ([3u8; 32], old(Some(now - 3600)), true),     // expired within the day: kept
+            ([4u8; 32], old(Some(now - 2 * day)), true),  // an HTLC still carries it: kept
+            (
+                [5u8; 32],
+                PaymentRecord {
+                    approved_at: now - 60,
+                    ..old(None)
+                },
+                true,
+            ), // within the velocity window: kept
+        ];
+        let mut t = s.store().begin().unwrap();
+        for (hash, rec, _) in &records {
+            t.put_record(Records::Payments, hash, rec).unwrap();
+        }
+        t.put_record(Records::Htlcs, &[4u8; 32], &serde_json::json!({}))
+            .unwrap();
+        t.commit().unwrap();
+        assert_eq!(ask(&s, &invoice(Some(1000), 9, 0)), (true, None));
+        for (hash, _, kept) in &records {
+            let rec: Option<PaymentRecord> = s.store().record(Records::Payments, hash).unwrap();
+            assert_eq!(rec.is_some(), *kept, "{}", hex::encode(hash));
+        }
+        assert_eq!(tracked(&s), 4);
     }
 
     fn tracked(s: &Signer) -> usize {
