@@ -136,11 +136,22 @@ impl ChannelSecrets {
     /// # Errors
     /// [`KeyError::CommitmentNumberTooLarge`] for `n` > [`MAX_COMMITMENT_NUMBER`], and
     /// [`KeyError::Unusable`] if the secret is not a valid key (probability ~2^-128).
+    ///
+    /// Remembered per (channel, `n`) in a bounded table (the channel named by its revocation
+    /// basepoint, public): a commitment round asks for the same points several times, and each
+    /// costs up to 48 hashes and a point multiplication. Only public points are kept.
     pub fn per_commitment_point(&self, n: u64) -> Result<PublicKey, KeyError> {
-        let secret = Zeroizing::new(self.per_commitment_secret(n)?);
-        SecretKey::from_slice(secret.as_ref())
-            .map(|k| k.public_key(SECP256K1))
-            .map_err(|_| KeyError::Unusable("per-commitment secret"))
+        static MEMO: LazyLock<Memo<(PublicKey, u64), Result<PublicKey, KeyError>>> =
+            LazyLock::new(|| Memo::new(crate::bolt3::MEMO_CAPACITY));
+        if n > MAX_COMMITMENT_NUMBER {
+            return Err(KeyError::CommitmentNumberTooLarge(n));
+        }
+        MEMO.get_or((self.basepoints.revocation, n), || {
+            let secret = Zeroizing::new(self.per_commitment_secret(n)?);
+            SecretKey::from_slice(secret.as_ref())
+                .map(|k| k.public_key(SECP256K1))
+                .map_err(|_| KeyError::Unusable("per-commitment secret"))
+        })
     }
 
     /// Whether `suggested` is per-commitment secret `n` (`check_future_secret`), compared in
