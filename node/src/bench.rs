@@ -1051,7 +1051,7 @@ fn reply_type(op: Op) -> u16 {
 }
 
 fn check_reply(op: Op, reply: &[u8]) -> Result<(), String> {
-    let t = reply.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let t = protocol::peek_type(reply);
     if t != Some(reply_type(op)) {
         return Err(format!(
             "{} was answered with {}",

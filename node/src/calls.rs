@@ -93,10 +93,6 @@ calls! {
     SignHtlcTxMingle => SignHtlcTxMingleReply,
 }
 
-fn msg_type(msg: &[u8]) -> Option<u16> {
-    msg.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-}
-
 /// The `hsmd_init` lightningd sends for `network`: BIP32 versions and chain hash of the
 /// network, protocol versions 4 to 6, and the passphrase of a mnemonic secret if any.
 pub fn init_request(network: Network, passphrase: Option<&str>) -> Init {
@@ -139,7 +135,7 @@ impl HsmClient {
             DecodeErrorKind::UnexpectedType { .. } => ClientError::UnexpectedReply {
                 request: R::NAME,
                 expected: R::REPLY_TYPE,
-                reply_type: msg_type(&reply),
+                reply_type: protocol::peek_type(&reply),
             },
             _ => ClientError::BadReply {
                 request: R::NAME,
@@ -156,7 +152,7 @@ impl HsmClient {
             source,
         })?;
         let reply = self.request(&bytes).await?;
-        if msg_type(&reply) == Some(InitReplyFailure::TYPE) {
+        if protocol::peek_type(&reply) == Some(InitReplyFailure::TYPE) {
             return match InitReplyFailure::decode(&reply) {
                 Ok(f) => Err(ClientError::InitFailed {
                     code: f.error_code,
@@ -172,7 +168,7 @@ impl HsmClient {
             DecodeErrorKind::UnexpectedType { .. } => ClientError::UnexpectedReply {
                 request: Init::NAME,
                 expected: InitReplyV4::TYPE,
-                reply_type: msg_type(&reply),
+                reply_type: protocol::peek_type(&reply),
             },
             _ => ClientError::BadReply {
                 request: Init::NAME,

@@ -337,8 +337,8 @@ impl HsmClient {
         conn.pending -= 1;
         match ev {
             Incoming::Frame(r) => {
-                if let Some(t) = msg.get(..2) {
-                    crate::latency::record(u16::from_be_bytes([t[0], t[1]]), sent.elapsed());
+                if let Some(t) = protocol::peek_type(msg) {
+                    crate::latency::record(t, sent.elapsed());
                 }
                 Ok(r)
             }

@@ -330,7 +330,7 @@ impl Hsmd {
         })?;
         let reply = self.master.request_raw(&bytes).await?;
         if let Err(source) = ClientHsmfdReply::decode(&reply.msg) {
-            let reply_type = reply.msg.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            let reply_type = protocol::peek_type(&reply.msg);
             if reply_type != Some(ClientHsmfdReply::TYPE) {
                 return Err(ClientError::UnexpectedReply {
                     request: ClientHsmfd::NAME,

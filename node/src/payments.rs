@@ -223,15 +223,11 @@ impl Verdict {
     }
 }
 
-fn msg_type(msg: &[u8]) -> Option<u16> {
-    msg.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-}
-
 fn bad_reply(request: &'static str, expected: u16, reply: &[u8]) -> ClientError {
     ClientError::UnexpectedReply {
         request,
         expected,
-        reply_type: msg_type(reply),
+        reply_type: protocol::peek_type(reply),
     }
 }
 
@@ -249,7 +245,7 @@ fn decoded(request: &'static str, r: Result<Verdict, DecodeError>) -> Result<Ver
 
 /// The verdict of an invoice preapproval reply (type 138, or 151 for the `_check` variant).
 fn invoice_verdict(request: &'static str, reply: &[u8]) -> Result<Verdict, ClientError> {
-    let v = match msg_type(reply) {
+    let v = match protocol::peek_type(reply) {
         Some(PreapproveInvoiceReply::TYPE) => {
             PreapproveInvoiceReply::decode(reply).map(|r| Verdict {
                 approved: r.approved,
@@ -269,7 +265,7 @@ fn invoice_verdict(request: &'static str, reply: &[u8]) -> Result<Verdict, Clien
 
 /// The verdict of a keysend preapproval reply (type 139, or 152 for the `_check` variant).
 fn keysend_verdict(request: &'static str, reply: &[u8]) -> Result<Verdict, ClientError> {
-    let v = match msg_type(reply) {
+    let v = match protocol::peek_type(reply) {
         Some(PreapproveKeysendReply::TYPE) => {
             PreapproveKeysendReply::decode(reply).map(|r| Verdict {
                 approved: r.approved,

@@ -67,10 +67,8 @@ pub(crate) fn check(
             ),
         });
     }
-    let name = m
-        .request
-        .get(..2)
-        .and_then(|t| name_of(u16::from_be_bytes([t[0], t[1]])))
+    let name = protocol::peek_type(&m.request)
+        .and_then(name_of)
         .unwrap_or("an unknown request");
     let reply = match verdict(signer, session, client, &m.request)? {
         None => {
@@ -92,7 +90,7 @@ fn verdict(
     client: &ClientContext,
     request: &[u8],
 ) -> Result<Option<(&'static str, String)>> {
-    let Some(t) = request.get(..2).map(|t| u16::from_be_bytes([t[0], t[1]])) else {
+    let Some(t) = protocol::peek_type(request) else {
         return Ok(Some((BAD_REQUEST, "the request to check is empty".into())));
     };
     if !CHECKABLE.contains(&t) {

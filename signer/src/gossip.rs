@@ -94,7 +94,7 @@ fn signed_digest(
         min: signed_from,
     };
     let digest = gossip_digest(msg, signed_from).ok_or(too_short)?;
-    let found = peek_type(msg).unwrap_or_default();
+    let found = protocol::peek_type(msg).unwrap_or_default();
     if found != expected {
         return Err(GossipError::WrongType {
             what,
@@ -103,10 +103,6 @@ fn signed_digest(
         });
     }
     Ok(digest)
-}
-
-fn peek_type(msg: &[u8]) -> Option<u16> {
-    msg.get(..2).map(|t| u16::from_be_bytes([t[0], t[1]]))
 }
 
 /// The fields of a `channel_update` (BOLT 7), as hsmd parses them before signing.

@@ -28,7 +28,7 @@ pub const MIN_VERSION: u32 = 4;
 pub const MAX_VERSION: u32 = 6;
 
 /// The request types advertised in `hsmd_init_reply_v4`, in Core Lightning's order.
-pub const CAPABILITIES: &[u32] = &[28, 56, 142, 147, 149, 29, 32, 34, 40, 41, 45, 51, 52];
+pub use protocol::facts::CAPABILITIES;
 
 /// `hsmd_init_reply_failure` error code: the secret could not be loaded.
 pub const INIT_FAILURE_BAD_SECRET: u32 = 1;
@@ -127,7 +127,7 @@ impl Signer {
         request: &[u8],
         wait: Wait,
     ) -> Result<Vec<u8>> {
-        let Some(t) = request.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        let Some(t) = protocol::peek_type(request) else {
             return Err(permission_error(-1));
         };
         let session = self.session();
@@ -322,61 +322,22 @@ fn encode(m: Message) -> Result<Vec<u8>> {
         .map_err(|e| SignerError::BadRequest(format!("reply cannot be encoded: {e}")))
 }
 
-/// Whether a request type is always answered in microseconds: a fixed, small amount of
-/// hashing and curve arithmetic, no transaction or PSBT to walk, no wallet to scan, no state
-/// to write. The daemon may answer these on its I/O thread; everything else goes to a worker.
+/// Whether a request type is always answered in microseconds ([`protocol::facts::Facts`]):
+/// the daemon may answer these on its I/O thread; everything else goes to a worker.
 pub fn is_quick(t: u16) -> bool {
-    matches!(
-        t,
-        EcdhReq::TYPE
-            | GetPerCommitmentPoint::TYPE
-            | CheckFutureSecret::TYPE
-            | GetChannelBasepoints::TYPE
-            | SignInvoice::TYPE
-            | CupdateSigReq::TYPE
-            | NodeAnnouncementSigReq::TYPE
-            | SignMessage::TYPE
-            | Bip137SignMessage::TYPE
-            | GetOutputScriptpubkey::TYPE
-            | DeriveSecret::TYPE
-            | CheckPubkey::TYPE
-            | CheckBip86Pubkey::TYPE
-            | ClientHsmfd::TYPE
-    )
+    protocol::facts(t).quick
 }
 
 /// Whether a request type may change the signer's state (and so runs in a write transaction
 /// with its reply cached).
 pub fn changes_state(t: u16) -> bool {
-    matches!(
-        t,
-        NewChannel::TYPE
-            | SetupChannel::TYPE
-            | ForgetChannel::TYPE
-            | LockOutpoint::TYPE
-            | ValidateCommitmentTx::TYPE
-            | RevokeCommitmentTx::TYPE
-            | ValidateRevocation::TYPE
-            | SignRemoteCommitmentTx::TYPE
-            | SignCommitmentTx::TYPE
-            | SignMutualCloseTx::TYPE
-            | PreapproveInvoice::TYPE
-            | PreapproveKeysend::TYPE
-            | PreapproveInvoiceCheck::TYPE
-            | PreapproveKeysendCheck::TYPE
-    )
+    protocol::facts(t).changes_state
 }
 
 /// Whether a state-changing request type may wait for the operator's decision (and so must
 /// not hold the store's writer, nor the daemon's I/O thread, while it waits).
 pub(crate) fn waits_for_operator(t: u16) -> bool {
-    matches!(
-        t,
-        PreapproveInvoice::TYPE
-            | PreapproveKeysend::TYPE
-            | PreapproveInvoiceCheck::TYPE
-            | PreapproveKeysendCheck::TYPE
-    )
+    protocol::facts(t).preapproval
 }
 
 /// One request being handled: who asks, with which keys, under which policy, and the write

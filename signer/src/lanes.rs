@@ -125,13 +125,11 @@ enum Work {
 
 /// Whether a request may wait for the operator (never on the I/O thread).
 fn may_wait(message: &[u8]) -> bool {
-    message
-        .get(..2)
-        .is_some_and(|t| crate::handler::waits_for_operator(u16::from_be_bytes([t[0], t[1]])))
+    protocol::peek_type(message).is_some_and(crate::handler::waits_for_operator)
 }
 
 fn work_of(message: &[u8]) -> Work {
-    let Some(t) = message.get(..2).map(|t| u16::from_be_bytes([t[0], t[1]])) else {
+    let Some(t) = protocol::peek_type(message) else {
         return Work::Stateful;
     };
     if crate::handler::changes_state(t) {
@@ -400,9 +398,7 @@ fn finish(
     took: std::time::Duration,
 ) {
     let request_id = job.request_id;
-    let msg_type = job.message.get(..2).map_or("?".to_string(), |b| {
-        u16::from_be_bytes([b[0], b[1]]).to_string()
-    });
+    let msg_type = protocol::peek_type(&job.message).map_or("?".to_string(), |t| t.to_string());
     let lane = || match &key {
         None => "master".to_string(),
         Some(k) => format!("{}/{}", k.peer_id, k.dbid),

@@ -3,10 +3,7 @@
 //! round trip, for a short time. Refusals are never cached (the operator may approve later).
 
 use lru::LruCache;
-use protocol::msgs::{
-    PreapproveInvoice, PreapproveInvoiceCheck, PreapproveInvoiceReply, PreapproveKeysend,
-    PreapproveKeysendCheck, PreapproveKeysendReply,
-};
+use protocol::msgs::{PreapproveInvoiceReply, PreapproveKeysendReply};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -50,13 +47,7 @@ impl PreapprovalCache {
 
     /// Whether requests of this type are cached.
     pub fn applies_to(msg_type: u16) -> bool {
-        matches!(
-            msg_type,
-            PreapproveInvoice::TYPE
-                | PreapproveKeysend::TYPE
-                | PreapproveInvoiceCheck::TYPE
-                | PreapproveKeysendCheck::TYPE
-        )
+        protocol::facts(msg_type).preapproval
     }
 
     /// Whether `reply` approves.

@@ -317,9 +317,7 @@ fn shown_request(msg: &[u8]) -> String {
 /// naming its rule and the request (lightningd has no error reply on fd 3, so this is the
 /// line its log ends with).
 fn master_failure(msg: &[u8], e: &CallError) -> (u8, String) {
-    let t = msg
-        .get(..2)
-        .map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]));
+    let t = protocol::peek_type(msg).unwrap_or(u16::MAX);
     let name = protocol::msgs::name_of(t).unwrap_or("unknown request");
     match e {
         CallError::Refused {

@@ -169,8 +169,7 @@ impl DevMode {
 }
 
 fn msg_type(msg: &[u8]) -> u16 {
-    msg.get(..2)
-        .map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]))
+    protocol::peek_type(msg).unwrap_or(u16::MAX)
 }
 
 #[cfg(test)]

@@ -192,12 +192,9 @@ impl Checks {
         let reply = match VlsCheckRequest::decode(&frame) {
             Ok(_) => self.forward(frame).await,
             Err(e) => {
-                let what = frame
-                    .get(..2)
-                    .map(|t| u16::from_be_bytes([t[0], t[1]]))
-                    .map_or("an empty frame".to_string(), |t| {
-                        format!("{} (type {t})", name_of(t).unwrap_or("an unknown message"))
-                    });
+                let what = protocol::peek_type(&frame).map_or("an empty frame".to_string(), |t| {
+                    format!("{} (type {t})", name_of(t).unwrap_or("an unknown message"))
+                });
                 log::info!("plugin socket: {what} is not a check: {e}");
                 refusal(
                     BAD_REQUEST,

@@ -155,11 +155,7 @@ fn resend(
         }
         if e.sends >= MAX_SENDS {
             let e = map.remove(&id).expect("key from the map");
-            let t = e
-                .req
-                .message
-                .get(..2)
-                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+            let t = protocol::peek_type(&e.req.message).unwrap_or(0);
             let error = format!(
                 "request {id} (type {t}) went out on {MAX_SENDS} signer streams and each ended \
                  before replying: given up"
@@ -217,9 +213,7 @@ impl Router {
         context: Option<HsmRequestContext>,
         message: Vec<u8>,
     ) -> Result<Vec<u8>, CallError> {
-        let msg_type = message
-            .get(..2)
-            .map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]));
+        let msg_type = protocol::peek_type(&message).unwrap_or(u16::MAX);
         self.metrics.request(msg_type);
         // Only preapprovals are cached (and hashed), by client and request: an approval given
         // to one client is never another's answer (the signer checks each client's

@@ -208,11 +208,8 @@ struct CorpusOut {
 }
 
 fn type_name(msg: &[u8]) -> String {
-    match msg.get(..2) {
-        Some(t) => {
-            let t = u16::from_be_bytes([t[0], t[1]]);
-            name_of(t).map_or_else(|| format!("unknown_type_{t}"), str::to_string)
-        }
+    match protocol::peek_type(msg) {
+        Some(t) => name_of(t).map_or_else(|| format!("unknown_type_{t}"), str::to_string),
         None => "(short message)".into(),
     }
 }
