@@ -2,10 +2,8 @@
 
 use std::fmt;
 
-/// The status_fail reason hsmd gives for a fault of the caller's (`STATUS_FAIL_MASTER_IO`).
-pub const FAIL_MASTER_IO: u8 = 0;
-/// The status_fail reason hsmd gives for an internal error (`STATUS_FAIL_INTERNAL_ERROR`).
-pub const FAIL_INTERNAL_ERROR: u8 = 3;
+/// The status_fail reasons hsmd gives (a fault of the caller's, an internal error).
+pub use protocol::msgs::{FAIL_INTERNAL_ERROR, FAIL_MASTER_IO};
 
 /// Why the signer did not answer a request.
 ///

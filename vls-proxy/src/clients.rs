@@ -12,6 +12,7 @@ use crate::status::Status;
 use proto::hsmd::HsmRequestContext;
 use protocol::frame::tokio_io;
 use protocol::msgs::{ClientHsmfd, ClientHsmfdReply, Init, InitReplyFailure};
+use protocol::msgs::{FAIL_INTERNAL_ERROR, FAIL_MASTER_IO};
 use protocol::socket::{HsmdSocket, WriteHalf};
 use protocol::types::NodeId;
 use std::collections::HashMap;
@@ -22,11 +23,6 @@ use tokio::task::AbortHandle;
 /// Exit status after a `status_fail`, as Core Lightning's subdaemons exit
 /// (`0x80 | (0xFFF2 & 0xFF)`).
 pub const EXIT_STATUS_FAIL: i32 = 242;
-
-/// `status_fail` reason for the master's fault.
-const FAIL_MASTER_IO: u8 = 0;
-/// `status_fail` reason for an internal error.
-const FAIL_INTERNAL_ERROR: u8 = 3;
 
 /// Most clients served at once; lightningd has one per subdaemon per channel.
 pub const MAX_CLIENTS: usize = 65_536;

@@ -13,12 +13,8 @@ use protocol::msgs::{
     PreapproveInvoiceCheck, PreapproveInvoiceReply, PreapproveKeysend, PreapproveKeysendCheck,
     PreapproveKeysendReply,
 };
+use protocol::msgs::{FAIL_INTERNAL_ERROR, FAIL_MASTER_IO};
 use std::sync::Mutex;
-
-/// `status_fail` reason: lightningd sent something bad.
-const FAIL_MASTER_IO: u8 = 0;
-/// `status_fail` reason: an internal error (hsmd's failed assertion).
-const FAIL_INTERNAL_ERROR: u8 = 3;
 
 /// The subdaemon flags lightningd gives hsmd (`lightningd/subd.c`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

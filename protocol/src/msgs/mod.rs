@@ -21,6 +21,11 @@ use bitcoin::{Amount, Txid};
 use secp256k1::{ecdsa, schnorr, PublicKey};
 use serde_json::Value;
 
+/// `status_fail`'s `failreason` for a fault of lightningd's (`STATUS_FAIL_MASTER_IO`).
+pub const FAIL_MASTER_IO: u8 = 0;
+/// `status_fail`'s `failreason` for an internal error (`STATUS_FAIL_INTERNAL_ERROR`).
+pub const FAIL_INTERNAL_ERROR: u8 = 3;
+
 /// A message whose type this crate does not know.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct UnknownMessage {
