@@ -28,7 +28,6 @@ use crate::lanes::{Job, Lanes};
 use crate::policy::Policy;
 use crate::secret::{HsmSecret, SecretError};
 use crate::store::Store;
-use bitcoin::secp256k1::rand::{thread_rng, Rng};
 use bitcoin::secp256k1::PublicKey;
 use proto::hsmd::hsmd_client::HsmdClient;
 use proto::hsmd::{HsmRequestContext, SignerRequest, SignerResponse};
@@ -640,30 +639,39 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Exponential backoff with equal jitter (see [`Reconnect`]).
+/// Exponential backoff with equal jitter (see [`Reconnect`]), on `backon` as the proxy's
+/// retries are: each delay is within [base/2, base), the base doubling up to the cap.
 struct Backoff {
     policy: Reconnect,
-    next: Duration,
+    delays: backon::ExponentialBackoff,
 }
 
 impl Backoff {
     fn new(policy: Reconnect) -> Self {
         Backoff {
             policy,
-            next: policy.initial_delay,
+            delays: Backoff::delays(policy),
         }
     }
 
+    /// backon adds a jitter of up to the delay itself: half the base, plus up to as much.
+    fn delays(policy: Reconnect) -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(policy.initial_delay / 2)
+            .with_max_delay(policy.max_delay / 2)
+            .without_max_times()
+            .with_jitter()
+            .build()
+    }
+
     fn reset(&mut self) {
-        self.next = self.policy.initial_delay;
+        self.delays = Backoff::delays(self.policy);
     }
 
     /// The delay before the next attempt; doubles the base for the one after.
     fn next_delay(&mut self) -> Duration {
-        let base = self.next.min(self.policy.max_delay);
-        self.next = base.saturating_mul(2).min(self.policy.max_delay);
-        let half = base / 2;
-        half + half.mul_f64(thread_rng().gen::<f64>())
+        self.delays.next().unwrap_or(self.policy.max_delay)
     }
 }
 
@@ -812,7 +820,7 @@ mod tests {
         for _ in 0..12 {
             let d = b.next_delay();
             assert!(
-                d >= base / 2 && d <= base,
+                d >= base / 2 && d < base,
                 "{d:?} not in [{:?}, {base:?}]",
                 base / 2
             );
