@@ -276,6 +276,12 @@ impl Policy {
         ok: bool,
         detail: impl FnOnce() -> String,
     ) -> Result<()> {
+        // A rule the policy file cannot name would always be enforced: every test that
+        // reaches a check catches a misspelt one.
+        debug_assert!(
+            RULES.iter().any(|(r, _)| *r == rule),
+            "policy rule `{rule}` is not in RULES"
+        );
         if ok {
             return Ok(());
         }
