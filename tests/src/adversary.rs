@@ -95,9 +95,13 @@ pub struct Violation(pub String);
 /// What the sequences did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
+    /// Sequences run.
     pub sequences: u64,
+    /// Requests sent, all sequences together.
     pub requests: u64,
+    /// Requests answered (signed or otherwise served).
     pub answered: u64,
+    /// Requests refused.
     pub refused: u64,
     /// Hostile requests (labelled as moving value beyond the policy), all refused.
     pub hostile: u64,

@@ -81,9 +81,13 @@ pub fn salted_hash_of(id: u8, salt: u64) -> sha256::Hash {
 /// pays), its HTLCs and fee rate.
 #[derive(Clone, Debug)]
 pub struct Model {
+    /// Our balance, msat.
     pub ours_msat: u64,
+    /// The peer's balance, msat.
     pub theirs_msat: u64,
+    /// The HTLCs on the commitment.
     pub htlcs: Vec<HsmHtlc>,
+    /// The fee rate, sat per 1000 weight.
     pub feerate: u32,
     /// What HTLC ids are salted with to make their payment hashes (see [`salted_hash_of`]).
     pub salt: u64,
@@ -181,8 +185,11 @@ pub fn default_expiry(hash: &sha256::Hash) -> u32 {
 /// A commitment as a request carries it.
 #[derive(Clone)]
 pub struct Built {
+    /// The transaction, with the funding output as its PSBT input.
     pub tx: BitcoinTx,
+    /// The HTLCs it carries.
     pub htlcs: Vec<HsmHtlc>,
+    /// Its fee rate, sat per 1000 weight.
     pub feerate: u32,
 }
 
@@ -242,17 +249,25 @@ fn sort_outputs(outputs: &mut [TxOut]) {
 
 /// A channel we fund, from both sides' keys.
 pub struct Channel {
+    /// The peer's node id.
     pub peer_id: NodeId,
+    /// Its database id at lightningd.
     pub dbid: u64,
+    /// Our channel secrets (as the signer derives them).
     pub ours: std::sync::Arc<ChannelSecrets>,
+    /// The peer's.
     pub peer: ChannelSecrets,
+    /// The `setup_channel` that set it up.
     pub setup: SetupChannel,
 }
 
 /// What a channel is opened with.
 pub struct Opening {
+    /// The channel's value.
     pub value_sat: u64,
+    /// What we give the peer at opening.
     pub push_msat: u64,
+    /// The funding outpoint.
     pub funding: OutPoint,
     /// Our wallet key that a mutual close pays (`local_shutdown_wallet_index`).
     pub shutdown_wallet_index: u32,
@@ -644,6 +659,7 @@ pub struct Scripts {
     pub ours: ScriptBuf,
     /// The peer's balance output.
     pub theirs: ScriptBuf,
+    /// The two anchor outputs (ours, the peer's).
     pub anchors: [ScriptBuf; 2],
     /// The owner's `to_local` witness script.
     pub to_local_wscript: ScriptBuf,
