@@ -595,12 +595,10 @@ fn check_funding(policy: &Policy, ch: &Channel<'_>, c: &Commitment<'_>) -> Resul
     let tx = &c.tx.tx;
     let n = c.number;
     let spent = tx.input.first().map(|i| i.previous_output);
-    let funding = ch.state.funding_outpoint.as_ref();
+    let funding = ch.state.funding_outpoint;
     policy.check(
         BALANCE,
-        tx.input.len() == 1
-            && matches!((spent, funding), (Some(s), Some((txid, vout)))
-                if s.txid.to_byte_array()[..] == txid[..] && s.vout == u32::from(*vout)),
+        tx.input.len() == 1 && spent.is_some() && spent == funding,
         || {
             format!(
                 "commitment {n} spends {:?}, not the channel's funding outpoint {}",
@@ -608,14 +606,7 @@ fn check_funding(policy: &Policy, ch: &Channel<'_>, c: &Commitment<'_>) -> Resul
                     .iter()
                     .map(|i| i.previous_output.to_string())
                     .collect::<Vec<_>>(),
-                match funding {
-                    Some((txid, vout)) => {
-                        let mut t = txid.clone();
-                        t.reverse();
-                        format!("{}:{vout}", hex::encode(t))
-                    }
-                    None => "(none)".into(),
-                }
+                funding.map_or("(none)".into(), |o| o.to_string())
             )
         },
     )?;

@@ -776,14 +776,7 @@ fn channel_fundings(r: &Req<'_>) -> Result<Vec<ChannelFunding>> {
             txid: setup.funding_txid,
             vout: u32::from(setup.funding_txout),
         }];
-        if let Some((txid, vout)) = &state.funding_outpoint {
-            if let Ok(txid) = <[u8; 32]>::try_from(&txid[..]) {
-                outpoints.push(OutPoint {
-                    txid: bitcoin::Txid::from_byte_array(txid),
-                    vout: u32::from(*vout),
-                });
-            }
-        }
+        outpoints.extend(state.funding_outpoint);
         fundings.push(ChannelFunding {
             script: ScriptBuf::new_p2wsh(&redeem.wscript_hash()),
             value_sat: setup.channel_value.to_sat(),

@@ -6,7 +6,9 @@
 
 use crate::context::ChannelKey;
 use crate::error::{Result, SignerError};
+use bitcoin::OutPoint;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use secp256k1::PublicKey;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -64,8 +66,8 @@ pub struct ChannelState {
     pub counterparty_revoked_below: u64,
     /// Per-commitment points the counterparty gave for its commitments we signed
     /// (commitment number -> compressed point), pruned once revoked.
-    #[serde(with = "hex_bytes::map")]
-    pub counterparty_points: BTreeMap<u64, Vec<u8>>,
+    #[serde(with = "hex_bytes::points")]
+    pub counterparty_points: BTreeMap<u64, PublicKey>,
     /// Per-commitment secrets the counterparty revealed (commitment number -> secret), the
     /// most recent ones (older ones are derivable from these with the shachain).
     #[serde(with = "hex_bytes::map")]
@@ -74,8 +76,8 @@ pub struct ChannelState {
     pub forgotten: bool,
     /// The funding outpoint (txid in its internal byte order, output index): from
     /// `setup_channel`, then from each `lock_outpoint` (a splice moves it).
-    #[serde(default)]
-    pub funding_outpoint: Option<(Vec<u8>, u16)>,
+    #[serde(default, with = "hex_bytes::outpoint")]
+    pub funding_outpoint: Option<OutPoint>,
     /// Set by `lock_outpoint`: the funding (or a splice) transaction is locked in, and
     /// `setup_channel` may no longer change the channel's parameters.
     #[serde(default)]
@@ -480,6 +482,60 @@ mod hex_bytes {
         }
     }
 
+    /// `BTreeMap<u64, PublicKey>` with compressed points as hex string values.
+    pub mod points {
+        use super::*;
+        use secp256k1::PublicKey;
+
+        pub fn serialize<S: Serializer>(
+            v: &BTreeMap<u64, PublicKey>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.collect_map(v.iter().map(|(k, p)| (k, hex::encode(p.serialize()))))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<BTreeMap<u64, PublicKey>, D::Error> {
+            BTreeMap::<u64, Bytes>::deserialize(d)?
+                .into_iter()
+                .map(|(k, b)| {
+                    PublicKey::from_slice(&b.0)
+                        .map(|p| (k, p))
+                        .map_err(D::Error::custom)
+                })
+                .collect()
+        }
+    }
+
+    /// `Option<OutPoint>` as `[txid, vout]`, the txid in hex in its internal byte order (as
+    /// records written before have it, as an array of numbers).
+    pub mod outpoint {
+        use super::*;
+        use bitcoin::hashes::Hash;
+        use bitcoin::{OutPoint, Txid};
+
+        pub fn serialize<S: Serializer>(v: &Option<OutPoint>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(o) => s.serialize_some(&(hex::encode(o.txid.to_byte_array()), o.vout)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OutPoint>, D::Error> {
+            Option::<(Bytes, u32)>::deserialize(d)?
+                .map(|(txid, vout)| {
+                    let txid = <[u8; 32]>::try_from(&txid.0[..])
+                        .map_err(|_| D::Error::custom("a txid is 32 bytes"))?;
+                    Ok(OutPoint {
+                        txid: Txid::from_byte_array(txid),
+                        vout,
+                    })
+                })
+                .transpose()
+        }
+    }
+
     /// `BTreeMap<u64, Vec<u8>>` with hex string values.
     pub mod map {
         use super::*;
@@ -550,36 +606,51 @@ mod tests {
 
     #[test]
     fn channel_bytes_are_hex_and_records_written_before_still_read() {
+        use bitcoin::hashes::Hash;
+        let g = secp256k1::SecretKey::from_slice(&[1; 32])
+            .unwrap()
+            .public_key(secp256k1::SECP256K1);
         let s = ChannelState {
             setup: Some(vec![0, 1, 0xfe]),
-            counterparty_points: BTreeMap::from([(5, vec![2; 33])]),
+            counterparty_points: BTreeMap::from([(5, g)]),
             counterparty_secrets: BTreeMap::from([(3, vec![0xab; 32]), (4, vec![])]),
+            funding_outpoint: Some(OutPoint {
+                txid: bitcoin::Txid::from_byte_array([9; 32]),
+                vout: 2,
+            }),
             ..Default::default()
         };
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains(r#""setup":"0001fe""#), "{json}");
-        assert!(
-            json.contains(&format!(r#""5":"{}""#, "02".repeat(33))),
-            "{json}"
-        );
+        assert!(json.contains(&format!(r#""5":"{g}""#)), "{json}");
+        let outpoint = format!(r#""funding_outpoint":["{}",2]"#, "09".repeat(32));
+        assert!(json.contains(&outpoint), "{json}");
         assert_eq!(decode_state(json.as_bytes()).unwrap(), s);
         // As records were written before: bytes as arrays of numbers.
         let old = format!(
             r#"{{"setup":[0,1,254],"holder_validated":null,"holder_revoked_below":0,
             "counterparty_signed":null,"counterparty_revoked_below":0,
             "counterparty_points":{{"5":[{}]}},
-            "counterparty_secrets":{{"3":[{}],"4":[]}},"forgotten":false}}"#,
-            ["2"; 33].join(","),
-            ["171"; 32].join(",")
+            "counterparty_secrets":{{"3":[{}],"4":[]}},"forgotten":false,
+            "funding_outpoint":[[{}],2]}}"#,
+            g.serialize().map(|b| b.to_string()).join(","),
+            ["171"; 32].join(","),
+            ["9"; 32].join(",")
         );
         assert_eq!(decode_state(old.as_bytes()).unwrap(), s);
         let none = ChannelState::default();
-        let json = serde_json::to_string(&none).unwrap();
-        assert_eq!(decode_state(json.as_bytes()).unwrap(), none);
+        let json_none = serde_json::to_string(&none).unwrap();
+        assert_eq!(decode_state(json_none.as_bytes()).unwrap(), none);
         for bad in [r#""0g""#, "[256]", "5", r#""abc""#] {
             let bad = old.replace("[0,1,254]", bad);
             assert!(decode_state(bad.as_bytes()).is_err(), "{bad}");
         }
+        // A point that is not on the curve, a txid that is not 32 bytes.
+        let off_curve = format!(r#""5":"02{}""#, "00".repeat(32));
+        let bad = json.replacen(&format!(r#""5":"{g}""#), &off_curve, 1);
+        assert!(decode_state(bad.as_bytes()).is_err(), "{bad}");
+        let bad = json.replacen(&"09".repeat(32), "0909", 1);
+        assert!(decode_state(bad.as_bytes()).is_err(), "{bad}");
     }
 
     #[test]

@@ -113,7 +113,10 @@ pub(crate) fn setup_channel(r: &mut Req<'_>, m: SetupChannel) -> Result<Message>
         )
     })?;
     state.setup = Some(encoded);
-    state.funding_outpoint = Some((m.funding_txid.to_byte_array().to_vec(), m.funding_txout));
+    state.funding_outpoint = Some(bitcoin::OutPoint {
+        txid: m.funding_txid,
+        vout: u32::from(m.funding_txout),
+    });
     r.put_channel_state(&key, &state)?;
     Ok(SetupChannelReply::new().into())
 }
@@ -160,7 +163,10 @@ pub(crate) fn lock_outpoint(r: &mut Req<'_>, m: LockOutpoint) -> Result<Message>
             );
         }
     }
-    state.funding_outpoint = Some((txid.to_vec(), m.funding_txout));
+    state.funding_outpoint = Some(bitcoin::OutPoint {
+        txid: m.funding_txid,
+        vout: u32::from(m.funding_txout),
+    });
     state.funding_locked = true;
     r.put_channel_state(&key, &state)?;
     Ok(LockOutpointReply::new().into())
@@ -382,16 +388,13 @@ pub(crate) fn validate_revocation(r: &mut Req<'_>, m: ValidateRevocation) -> Res
     let given = state.counterparty_points.get(&n);
     let derived = SecretKey::from_slice(&secret)
         .ok()
-        .map(|k| k.public_key(SECP256K1).serialize());
+        .map(|k| k.public_key(SECP256K1));
     r.policy.check(
         "revocation-secret-matches",
-        matches!((given, derived), (Some(p), Some(d)) if p[..] == d[..]),
+        matches!((given, derived), (Some(p), Some(d)) if *p == d),
         || match given {
             None => format!("no per-commitment point is known for counterparty commitment {n}"),
-            Some(p) => format!(
-                "secret for commitment {n} does not match its point {}",
-                hex::encode(p)
-            ),
+            Some(p) => format!("secret for commitment {n} does not match its point {p}"),
         },
     )?;
     let mut secrets = state.counterparty_secrets.clone();

@@ -135,7 +135,7 @@ pub(crate) fn sign_remote_commitment_tx(
     let sig = sign_funding_input(&secrets, &m.remote_funding_key, &m.tx, 0)?;
 
     let n = m.commit_num;
-    let point = m.remote_per_commit.serialize().to_vec();
+    let point = m.remote_per_commit;
     let known_point = state.counterparty_points.get(&n);
     r.policy.check(
         "commitment-number-monotonic",
@@ -146,8 +146,7 @@ pub(crate) fn sign_remote_commitment_tx(
             && known_point.is_none_or(|p| *p == point),
         || match known_point {
             Some(p) if *p != point => format!(
-                "counterparty commitment {n} was signed with point {}, now asked with {}",
-                hex::encode(p),
+                "counterparty commitment {n} was signed with point {p}, now asked with {}",
                 m.remote_per_commit
             ),
             _ => format!(

@@ -576,7 +576,13 @@ fn channel_state_survives_reopening_the_store() {
         c.state().unwrap()
     };
     assert!(saved.setup.is_some());
-    assert_eq!(saved.funding_outpoint, Some((vec![8; 32], 0)));
+    assert_eq!(
+        saved.funding_outpoint,
+        Some(bitcoin::OutPoint {
+            txid: bitcoin::Txid::from_byte_array([8; 32]),
+            vout: 0
+        })
+    );
 
     let c = Channel::new(Store::open(&path).unwrap(), state_rules_enforced(), 6);
     assert_eq!(c.state(), Some(saved));
