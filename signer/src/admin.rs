@@ -301,15 +301,20 @@ mod tests {
         );
     }
 
+    /// A signer with a temporary store and every rule enforced.
+    fn enforcing_signer() -> Arc<Signer> {
+        Arc::new(Signer::new(
+            vec![1; 32],
+            crate::Store::temporary().unwrap(),
+            crate::Policy::enforcing(),
+        ))
+    }
+
     #[tokio::test]
     async fn socket_is_private_and_answers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(ADMIN_SOCKET);
-        let signer = Arc::new(Signer::new(
-            vec![1; 32],
-            crate::Store::temporary().unwrap(),
-            crate::Policy::enforcing(),
-        ));
+        let signer = enforcing_signer();
         let l = bind(&path).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -343,11 +348,7 @@ mod tests {
     async fn watchers_and_the_hook_see_each_payment_queued() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(ADMIN_SOCKET);
-        let signer = Arc::new(Signer::new(
-            vec![1; 32],
-            crate::Store::temporary().unwrap(),
-            crate::Policy::enforcing(),
-        ));
+        let signer = enforcing_signer();
         tokio::spawn(serve(bind(&path).unwrap(), signer.clone()));
         let hooked = dir.path().join("hooked.json");
         tokio::spawn(run_on_queued(

@@ -462,17 +462,10 @@ pub(crate) mod tests {
 
     /// (approved, reason) of a preapprove_invoice.
     pub(crate) fn ask(s: &Signer, inv: &str) -> (bool, Option<String>) {
-        let req = PreapproveInvoice::new(protocol::types::WireString::from(inv))
-            .encode()
+        let reply = s
+            .handle(&ClientContext::master(), None, &invoice_request(inv))
             .unwrap();
-        let reply = s.handle(&ClientContext::master(), None, &req).unwrap();
-        let r = PreapproveInvoiceReply::decode(&reply).unwrap();
-        let reason = r
-            .trailing
-            .iter()
-            .position(|&c| c == 0)
-            .map(|e| String::from_utf8_lossy(&r.trailing[..e]).into_owned());
-        (r.approved, reason)
+        verdict_of(&reply)
     }
 
     /// `ask`, parking as the daemon does: `Err(until)` while the decision is pending.
@@ -481,27 +474,30 @@ pub(crate) mod tests {
         inv: &str,
         deadline: Option<Instant>,
     ) -> std::result::Result<(bool, Option<String>), Instant> {
-        let req = PreapproveInvoice::new(protocol::types::WireString::from(inv))
-            .encode()
-            .unwrap();
-        match s.handle_with(
-            &ClientContext::master(),
-            None,
-            &req,
-            Wait::Park { deadline },
-        ) {
+        let master = ClientContext::master();
+        let wait = Wait::Park { deadline };
+        match s.handle_with(&master, None, &invoice_request(inv), wait) {
             Err(SignerError::Parked { until }) => Err(until),
-            Ok(reply) => {
-                let r = PreapproveInvoiceReply::decode(&reply).unwrap();
-                let reason = r
-                    .trailing
-                    .iter()
-                    .position(|&c| c == 0)
-                    .map(|e| String::from_utf8_lossy(&r.trailing[..e]).into_owned());
-                Ok((r.approved, reason))
-            }
+            Ok(reply) => Ok(verdict_of(&reply)),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    fn invoice_request(inv: &str) -> Vec<u8> {
+        PreapproveInvoice::new(protocol::types::WireString::from(inv))
+            .encode()
+            .unwrap()
+    }
+
+    /// (approved, the reason after the reply, if any).
+    fn verdict_of(reply: &[u8]) -> (bool, Option<String>) {
+        let r = PreapproveInvoiceReply::decode(reply).unwrap();
+        let reason = r
+            .trailing
+            .iter()
+            .position(|&c| c == 0)
+            .map(|e| String::from_utf8_lossy(&r.trailing[..e]).into_owned());
+        (r.approved, reason)
     }
 
     #[test]
