@@ -712,6 +712,14 @@ struct CpuSnapshot {
     signer: u64,
 }
 
+/// The CPU time (user + system, all threads) process `pid` has spent so far (zero if it is
+/// gone).
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::time::Duration::from_secs_f64(cpu_ticks(&pid.to_string()) as f64 / hz)
+}
+
 /// CPU time of `pid` (`self` for this process) in clock ticks, from `/proc/<pid>/stat`.
 fn cpu_ticks(pid: &str) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
