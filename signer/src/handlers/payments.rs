@@ -175,13 +175,16 @@ fn refusal(check: Result<()>) -> Verdict {
 fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
     let now = now();
     let limits = r.policy.limits.clone();
-    // First on the last committed state, to refuse before asking the operator anything.
-    if let Some(v) = within_limits(r, &p, p.amount_msat, now, &limits)? {
-        return Ok(v);
-    }
     let needs_operator = p
         .amount_msat
         .is_none_or(|a| a > limits.max_auto_approve_msat);
+    // First on the last committed state, to refuse before asking the operator anything (or
+    // as the only check of a `check_only` request).
+    if needs_operator || check_only {
+        if let Some(v) = within_limits(r, &p, p.amount_msat, now, &limits)? {
+            return Ok(v);
+        }
+    }
     // What HTLCs for this approval may carry: the amount, or for an amountless invoice what
     // the operator approved it for.
     let mut allowance = p.amount_msat;
@@ -196,7 +199,6 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
         // so preapprovals racing each other are counted one after the other, and together
         // they never pass a limit that each alone would.
         r.txn()?;
-        prune(r, now, &limits)?;
         if let Some(v) = within_limits(r, &p, allowance, now, &limits)? {
             return Ok(v);
         }
@@ -225,41 +227,22 @@ fn preapprove(r: &mut Req<'_>, p: Payment, check_only: bool) -> Verdict {
 /// How long after its invoice expired a payment stays tracked, seconds.
 const KEPT_AFTER_EXPIRY_SECS: u64 = 86_400;
 
-/// Forgets, in the request's transaction, the payments that no limit counts any more and
-/// that no HTLC carries: approved before the velocity window, their invoice expired a day
-/// ago (a keysend has none), and no HTLC of their hash on any of our commitments. Without
-/// this, every preapproval would read every payment ever approved. Forgetting only makes
-/// the signer stricter: an HTLC for a hash it forgot is a payment nobody approved
-/// (`htlc-forward-matched`), and a new preapproval of it is counted again.
-fn prune(r: &mut Req<'_>, now: u64, limits: &crate::limits::Limits) -> Result<()> {
-    let window_start = now.saturating_sub(limits.velocity_window_secs);
-    let stale: Vec<Vec<u8>> = r
-        .txn()?
-        .records::<PaymentRecord>(Records::Payments)?
-        .into_iter()
-        .filter(|(_, p)| {
-            p.approved_at < window_start
-                && p.expires_at
-                    .is_none_or(|e| e.saturating_add(KEPT_AFTER_EXPIRY_SECS) < now)
-        })
-        .map(|(k, _)| k)
-        .collect();
-    let txn = r.txn()?;
-    for hash in stale {
-        if txn
-            .record::<serde::de::IgnoredAny>(Records::Htlcs, &hash)?
-            .is_none()
-        {
-            txn.remove_record(Records::Payments, &hash)?;
-        }
-    }
-    Ok(())
+/// Whether payment `p` is one no limit counts any more: approved before the velocity window,
+/// and its invoice expired a day ago (a keysend has none).
+fn is_stale(p: &PaymentRecord, now: u64, limits: &crate::limits::Limits) -> bool {
+    p.approved_at < now.saturating_sub(limits.velocity_window_secs)
+        && p.expires_at
+            .is_none_or(|e| e.saturating_add(KEPT_AFTER_EXPIRY_SECS) < now)
 }
 
 /// The preapproval's verdict where the tracked payments decide it: `Some(Ok)` for a payment
 /// already approved, `Some(Err)` for one past a limit (expiry, tracked count, velocity, with
 /// `allowance` counted), `None` when the payment is within them. Reads through the request's
-/// transaction once it is open.
+/// transaction once it is open; there, it also forgets the stale payments (see [`is_stale`])
+/// that no HTLC of ours carries. Without that, every preapproval would read every payment
+/// ever approved. Forgetting only makes the signer stricter: an HTLC for a hash it forgot is
+/// a payment nobody approved (`htlc-forward-matched`), and a new preapproval of it is counted
+/// again.
 fn within_limits(
     r: &mut Req<'_>,
     p: &Payment,
@@ -280,11 +263,21 @@ fn within_limits(
             return Ok(Some(v));
         }
     }
-    let tracked: Vec<PaymentRecord> = r
-        .records::<PaymentRecord>(Records::Payments)?
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
+    let prune = r.in_transaction();
+    let mut tracked: Vec<PaymentRecord> = Vec::new();
+    for (hash, t) in r.records::<PaymentRecord>(Records::Payments)? {
+        if prune && is_stale(&t, now, limits) {
+            let txn = r.txn()?;
+            if txn
+                .record::<serde::de::IgnoredAny>(Records::Htlcs, &hash)?
+                .is_none()
+            {
+                txn.remove_record(Records::Payments, &hash)?;
+                continue;
+            }
+        }
+        tracked.push(t);
+    }
     let window_start = now.saturating_sub(limits.velocity_window_secs);
     let live = tracked
         .iter()
